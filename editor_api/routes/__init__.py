@@ -1,0 +1,1 @@
+"""The editor API's routes: flows and deploys, the running engine, authentication."""

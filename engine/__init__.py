@@ -1,0 +1,1 @@
+"""klimaflow engine: flow model, loader, validation, runtime and CLI."""

@@ -1,0 +1,56 @@
+"""Fixtures for real services, usable by every test: each starts its own instance on a free port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.services.mosquitto import Mosquitto
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[Mosquitto]:
+    """A fresh Mosquitto (no persistence) for one test."""
+    broker = Mosquitto().start()
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
+
+
+@pytest.fixture
+def mosquitto_persistent() -> Iterator[Mosquitto]:
+    """A Mosquitto with on-disk persistence, for persistent-session and restart tests."""
+    broker = Mosquitto(persistence=True).start()
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
+
+
+# -- InfluxDB (owned by the InfluxDB nodes' tests) ---------------------------------------------
+
+from tests.services.influx2_fake import InfluxV2Fake  # noqa: E402
+from tests.services.influxdb import InfluxDB  # noqa: E402
+
+
+@pytest.fixture
+def influxdb() -> Iterator[InfluxDB]:
+    """A fresh influxd 1.6.7 with an empty database ``klima``; ``restart()`` keeps its data."""
+    server = InfluxDB().start()
+    try:
+        server.create_database("klima")
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def influx2_fake() -> Iterator[InfluxV2Fake]:
+    """A loopback server answering like InfluxDB 2.x's write/query API, recording requests."""
+    fake = InfluxV2Fake().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()

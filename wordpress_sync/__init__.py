@@ -1,0 +1,1 @@
+"""WordPress sync: upserting posts with live values. Lands with issue 7."""
