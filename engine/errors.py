@@ -12,7 +12,8 @@ node raises belongs to exactly one documented branch of this tree::
     ├── SecretError                ${file:...} or ${VAR} could not be resolved
     ├── NodeError                  raised while a node handles a message
     │   ├── MessageError           the message itself is unusable (bad JSON, missing field)
-    │   │   └── DecodeError        payload could not be decoded
+    │   │   ├── DecodeError        payload could not be decoded
+    │   │   └── RecordRejected     one row/record of an imported file is unusable (file:line: reason)
     │   ├── ExpressionError        a JSONata / Jinja2 / regex expression failed
     │   ├── FunctionError          a user function (``python`` node) raised or timed out
     │   └── TransientError         worth retrying: connection refused, timeout, 5xx, 429
@@ -86,6 +87,21 @@ class MessageError(NodeError):
 
 class DecodeError(MessageError):
     """The payload could not be decoded (malformed JSON, bad base64, bad CSV row)."""
+
+
+class RecordRejected(MessageError):
+    """One record of an imported file is unusable; the rest of the file is still imported.
+
+    Importers report every skipped row through the error path with this class, so
+    ``klimaflow import`` and catch nodes can list them as ``file:line: reason``.
+    """
+
+    def __init__(self, file: str, line: int | None, reason: str) -> None:
+        self.file = file
+        self.line = line
+        self.reason = reason
+        where = f"{file}:{line}" if line is not None else file
+        super().__init__(f"{where}: {reason}")
 
 
 class ExpressionError(NodeError):
