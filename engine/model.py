@@ -88,6 +88,12 @@ class FlowSpec:
     def content_hash(self) -> str:
         return content_hash(self.document)
 
+    @property
+    def dashboards(self) -> tuple[Mapping[str, Any], ...]:
+        """The ``dashboards`` section as written (checked by validation, built by grafana_provisioning)."""
+        raw = self.document.get("dashboards")
+        return tuple(d for d in raw if isinstance(d, Mapping)) if isinstance(raw, list) else ()
+
 
 @dataclass(frozen=True, slots=True)
 class Deployment:

@@ -91,6 +91,11 @@ def envelope_schema() -> dict[str, Any]:
                     "properties": NODE_COMMON_PROPERTIES,
                 },
             },
+            "dashboards": {
+                "type": "array",
+                "description": "Grafana dashboards of the stored data (docs/grafana.md); checked in validation.",
+                "items": {"type": "object"},
+            },
         },
     }
 
@@ -200,5 +205,8 @@ def flow_file_schema(registry: Registry) -> dict[str, Any]:
     if registry.connections:
         conn_schema["properties"]["type"] = {"type": "string", "enum": sorted(registry.connections)}
         conn_schema["allOf"] = conn_rules
+    from grafana_provisioning.declared import dashboard_schema  # the `dashboards` section's model
+
+    schema["properties"]["dashboards"]["items"] = _hoist(dashboard_schema(), "dashboards", defs)
     schema["$defs"] = defs
     return schema

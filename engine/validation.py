@@ -530,10 +530,40 @@ def validate_deployment(
             )
 
     result.graph = graph
+    _check_dashboards(deployment, out)
+    if not out.has_errors:
+        from grafana_provisioning.declared import check_declared  # needs the validated graph and configs
+
+        out.issues.extend(check_declared(result))
     result.issues = out.issues
     if out.has_errors:
         return None, out.issues
     return result, out.issues
+
+
+def _check_dashboards(deployment: Deployment, out: _Collector) -> None:
+    """Each entry of a flow's ``dashboards`` section against its model (values taken as written)."""
+    from grafana_provisioning.declared import DashboardDecl
+
+    for flow in deployment.flows:
+        for i, item in enumerate(flow.dashboards):
+            try:
+                DashboardDecl.model_validate(item)
+            except PydanticValidationError as exc:
+                for err in exc.errors(include_url=False):
+                    path = ("dashboards", i, *err.get("loc", ()))
+                    msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+                    if err.get("type") == "extra_forbidden":
+                        msg = "unknown key"
+                    out.add(
+                        "error",
+                        "dashboard",
+                        msg,
+                        file=flow.file,
+                        line=flow.source.line(path),
+                        flow=flow.id,
+                        field=_field_name(path),
+                    )
 
 
 def _wired(spec: NodeSpec, all_nodes: Mapping[str, NodeSpec]) -> bool:

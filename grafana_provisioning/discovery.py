@@ -53,6 +53,10 @@ class StoredData:
     tags: list[str]
     groups: list[SeriesGroup] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Stored fields shown on no generated dashboard (coordinates from the registry), for declared panels.
+    extra_fields: list[str] = field(default_factory=list)
+    #: False when the fields are only known at run time: declared panels' fields are not checked.
+    fields_known: bool = True
 
 
 # Grafana unit ids (Grafana's `valueFormats`); `suffix:` for units Grafana has no id for.
@@ -105,6 +109,21 @@ def unit_for(field_name: str, declared: str | None = None) -> str:
         if pattern.search(field_name):
             return unit
     return "none"
+
+
+def declared_unit(value: str) -> str:
+    """A unit from ``influxdb-out``'s ``units``: a Grafana unit id, or a symbol this module knows (``°C``)."""
+    return _UNIT_BY_SYMBOL.get(value, value)
+
+
+def _with_units(group: SeriesGroup, units: dict[str, str]) -> SeriesGroup:
+    if not any(f.name in units for f in group.fields):
+        return group
+    fields = tuple(
+        FieldInfo(f.name, f.title, declared_unit(units[f.name])) if f.name in units else f
+        for f in group.fields
+    )
+    return SeriesGroup(group.key, group.title, fields)
 
 
 def _f(name: str, title: str, symbol: str | None = None) -> FieldInfo:
@@ -179,6 +198,9 @@ def discover(validated: ValidatedDeployment) -> list[StoredData]:
                 _map_mode(cfg, stored)
             else:
                 _reading_mode(validated, node.id, flow.file, cfg, stored)
+            stored.groups = [_with_units(g, cfg.units) for g in stored.groups]
+            shown = {f.name for g in stored.groups for f in g.fields}
+            stored.extra_fields += [k for k in cfg.units if k not in shown and k not in stored.extra_fields]
             out.append(stored)
     return out
 
@@ -186,13 +208,19 @@ def discover(validated: ValidatedDeployment) -> list[StoredData]:
 def _map_mode(cfg: InfluxOutConfig, stored: StoredData) -> None:
     if cfg.measurement is None:
         stored.notes.append("measurement_from: measurement names are only known at run time; no dashboard")
+        stored.fields_known = False
         return
     stored.measurements = [cfg.measurement]
     stored.tags = sorted({*cfg.tags, *cfg.static_tags})
-    if cfg.fields is None:
+    # Without `fields` every numeric payload key is stored; `units` then names the ones to show.
+    names = list(cfg.fields) if cfg.fields is not None else list(cfg.units)
+    if not names:
         stored.notes.append("fields not declared (every numeric payload key): no panels")
+        stored.fields_known = False
         return
-    fields = tuple(FieldInfo(name, name, unit_for(name)) for name in cfg.fields)
+    if cfg.fields is None:
+        stored.fields_known = False
+    fields = tuple(FieldInfo(name, name, unit_for(name)) for name in names)
     stored.groups.append(SeriesGroup(cfg.measurement, cfg.measurement, fields))
 
 
@@ -202,6 +230,7 @@ def _reading_mode(
     uplinks = _ancestors_of_type(validated, node_id, "ttn-uplink")
     if not uplinks:
         stored.notes.append("readings from no known source (ttn-uplink): fields unknown, no dashboard")
+        stored.fields_known = False
         return
     measurements: set[str] = set()
     radio = False
@@ -215,6 +244,7 @@ def _reading_mode(
         rcfg = validated.node_configs[rid]
         assert isinstance(rcfg, RegistryEnrichConfig)
         tags |= set(_REGISTRY_TAGS)
+        stored.extra_fields = ["latitude", "longitude"]  # registry coordinates, as fields
         if rcfg.measurement_tag:
             tags.add(rcfg.measurement_tag)
         if rcfg.set_measurement:

@@ -495,6 +495,11 @@ class InfluxOutConfig(NodeConfig):
         default=None,
         description="Map mode: field name → property path; unset = every numeric top-level key of the payload.",
     )
+    units: dict[str, str] = Field(
+        default_factory=dict,
+        description="Grafana unit id per stored field (e.g. `temp: celsius`, `level: lengthmm`), "
+        "for `klimaflow grafana`; not used when writing.",
+    )
     time: str | None = Field(
         default=None,
         description="Map mode: property path of the time; unset = when the message entered the flow.",
