@@ -962,20 +962,28 @@ def grafana() -> None:
     default=None,
     help="Where Grafana sees the dashboard JSON files (default: /etc/grafana/provisioning/dashboards/klimaflow).",
 )
-def grafana_provision(paths: tuple[Path, ...], out: Path, dashboards_path: str | None) -> None:
+@click.option(
+    "--prune/--no-prune",
+    default=True,
+    show_default=True,
+    help="Delete dashboard files an earlier run wrote that are no longer generated (never others' files).",
+)
+def grafana_provision(paths: tuple[Path, ...], out: Path, dashboards_path: str | None, prune: bool) -> None:
     """Write datasources/*.yaml, dashboards/*.yaml and the dashboard JSON files."""
     from grafana_provisioning.provision import DEFAULT_DASHBOARDS_PATH, generate, write_provisioning
 
     prov = generate(_grafana_validated(paths), dashboards_path or DEFAULT_DASHBOARDS_PATH)
     try:
-        written = write_provisioning(prov, out)
+        result = write_provisioning(prov, out, prune=prune)
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc.strerror or exc}") from None
     for s in prov.stored:
         for note in s.notes:
             click.echo(f"warning: node {s.node_id}: {note}", err=True)
-    for path in written:
+    for path in result.written:
         click.echo(str(path))
+    for path in result.removed:
+        click.echo(f"removed {path}", err=True)
     click.echo(
         f"{_plural(len(prov.dashboards), 'dashboard')}, "
         f"{_plural(len(prov.datasources['datasources']), 'datasource')} written to {out}",
@@ -1011,8 +1019,19 @@ def grafana_embeds(
 @click.option("--token-env", default=None, help="Environment variable holding a service account token.")
 @click.option("--user", default=None, help="User for basic auth (with --password-env).")
 @click.option("--password-env", default=None, help="Environment variable holding the basic-auth password.")
+@click.option(
+    "--prune/--no-prune",
+    default=True,
+    show_default=True,
+    help="Delete dashboards klimaflow pushed earlier that are no longer generated (never others').",
+)
 def grafana_push(
-    paths: tuple[Path, ...], url: str, token_env: str | None, user: str | None, password_env: str | None
+    paths: tuple[Path, ...],
+    url: str,
+    token_env: str | None,
+    user: str | None,
+    password_env: str | None,
+    prune: bool,
 ) -> None:
     """Create or update folders, datasources and dashboards in a running Grafana; print what changed."""
     import asyncio
@@ -1036,10 +1055,23 @@ def grafana_push(
         raise CliError("give either --token-env NAME or --user U --password-env NAME")
     prov = generate(_grafana_validated(paths))
     try:
-        changes = asyncio.run(push(prov, url, auth))
+        changes = asyncio.run(push(prov, url, auth, prune=prune))
     except PushError as exc:
         raise CliError(str(exc)) from None
     for c in changes:
         click.echo(f"{c.action}\t{c.kind}\t{c.name}")
-    counts = {a: sum(1 for c in changes if c.action == a) for a in ("created", "updated", "unchanged")}
+    actions = ("created", "updated", "unchanged", *(("deleted",) if prune else ()))
+    counts = {a: sum(1 for c in changes if c.action == a) for a in actions}
     click.echo(", ".join(f"{n} {a}" for a, n in counts.items()), err=True)
+
+
+from wordpress_sync.cli import wordpress as _wordpress_group  # noqa: E402 - issue 7
+
+cli.add_command(_wordpress_group)
+
+
+# -- import (issue 8) ---------------------------------------------------------------------------
+
+from engine.importer import import_command  # noqa: E402
+
+cli.add_command(import_command)

@@ -55,6 +55,13 @@ class GeneratedDashboard:
     title: str
     flow_id: str
     model: dash_m.Dashboard
+    #: Grafana folder; None: the flow's (its id).
+    folder: str | None = None
+
+    @property
+    def folder_name(self) -> str:
+        """The folder it goes into: declared, else the flow id."""
+        return self.folder or self.flow_id
 
     def to_json(self) -> dict[str, Any]:
         """The dashboard as Grafana's JSON model (plain dicts, lists and scalars)."""

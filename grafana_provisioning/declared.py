@@ -146,7 +146,9 @@ class DashboardDecl(_Strict):
         description="Stable uid (URLs and embeds); default derived from flow id and title.",
     )
     title: str
-    folder: str | None = Field(default=None, description="Grafana folder; default: the flow id.")
+    folder: str | None = Field(
+        default=None, pattern=r"^[^/\\.][^/\\]*$", description="Grafana folder; default: the flow id."
+    )
     source: str | None = Field(
         default=None, description="The `influxdb-out` node shown; default: the flow's only one."
     )

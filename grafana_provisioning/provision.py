@@ -123,10 +123,12 @@ def provider_document(dashboards_path: str = DEFAULT_DASHBOARDS_PATH) -> dict[st
 
 def generate(validated: ValidatedDeployment, dashboards_path: str = DEFAULT_DASHBOARDS_PATH) -> Provisioning:
     """Discover what the flows store and build datasources, provider and dashboards."""
+    from grafana_provisioning.declared_build import build_declared
+
     stored = discover(validated)
     return Provisioning(
         stored=stored,
-        dashboards=build_dashboards(stored),
+        dashboards=build_dashboards(stored) + build_declared(validated, stored),
         datasources=datasources_document(validated, stored),
         provider=provider_document(dashboards_path),
     )
@@ -140,28 +142,93 @@ def _yaml_text(data: Any) -> str:
     return buf.getvalue()
 
 
-def write_provisioning(prov: Provisioning, out: Path) -> list[Path]:
-    """Write the layout under ``out``; stale generated dashboard files are removed. Returns the files written."""
+MANIFEST = ".klimaflow-manifest.json"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What :func:`write_provisioning` did."""
+
+    #: Every file of the layout, in order (rewritten only when its content changed).
+    written: list[Path]
+    #: Dashboard files of an earlier run no longer generated, deleted (with ``prune``).
+    removed: list[Path]
+    #: Of ``written``, the files whose content changed (new ones included).
+    changed: list[Path]
+
+
+def _manifest(out: Path) -> list[str]:
+    """The dashboard files an earlier run wrote (relative to the JSON directory); [] if none or unreadable."""
+    try:
+        data = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    files = data.get("files") if isinstance(data, dict) else None
+    return (
+        [f for f in files if isinstance(f, str) and ".." not in f.split("/")]
+        if isinstance(files, list)
+        else []
+    )
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except OSError:
+        pass
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)  # Grafana polls the directory: never show it a half-written file
+    return True
+
+
+def write_provisioning(prov: Provisioning, out: Path, *, prune: bool = True) -> WriteResult:
+    """Write the layout under ``out``.
+
+    Only files this function wrote are ever deleted: a manifest next to the dashboards
+    (``out/.klimaflow-manifest.json``) lists them, and with ``prune`` the ones no longer generated are removed (then empty
+    folder directories). Without ``prune`` they stay, and stay listed for a later prune.
+    Files others put under ``out`` are never touched.
+    """
     written: list[Path] = []
+    changed: list[Path] = []
+    removed: list[Path] = []
     ds_dir = out / "datasources"
     db_dir = out / "dashboards"
     json_dir = db_dir / PROVIDER_NAME
     ds_dir.mkdir(parents=True, exist_ok=True)
     json_dir.mkdir(parents=True, exist_ok=True)
-    for old in json_dir.glob("*/*.json"):
-        old.unlink()
-    for path, text in (
-        (ds_dir / f"{PROVIDER_NAME}.yaml", _yaml_text(prov.datasources)),
-        (db_dir / f"{PROVIDER_NAME}.yaml", _yaml_text(prov.provider)),
-    ):
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
+    files: dict[Path, str] = {
+        ds_dir / f"{PROVIDER_NAME}.yaml": _yaml_text(prov.datasources),
+        db_dir / f"{PROVIDER_NAME}.yaml": _yaml_text(prov.provider),
+    }
     for d in prov.dashboards:
-        path = json_dir / d.flow_id / f"{d.uid}.json"
+        text = json.dumps(d.to_json(), indent=2, ensure_ascii=False) + "\n"
+        files[json_dir / d.folder_name / f"{d.uid}.json"] = text
+    ours = {p.relative_to(json_dir).as_posix() for p in files if p.is_relative_to(json_dir)}
+    before = _manifest(out)
+    for rel in before:
+        if rel in ours:
+            continue
+        path = json_dir / rel
+        if prune:
+            if path.is_file():
+                path.unlink()
+                removed.append(path)
+                if path.parent != json_dir and not any(path.parent.iterdir()):
+                    path.parent.rmdir()
+        elif path.is_file():
+            ours.add(rel)
+    for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(d.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if _write_if_changed(path, text):
+            changed.append(path)
         written.append(path)
-    return written
+    manifest = {"generator": "klimaflow grafana provision", "files": sorted(ours)}
+    # Beside, not inside, the directory Grafana's file provider reads (it would load any *.json there).
+    _write_if_changed(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return WriteResult(written, removed, changed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaU
 from grafana_provisioning.dashboards import stable_uid
 from grafana_provisioning.provision import Provisioning
 
-Action = Literal["created", "updated", "unchanged"]
+Action = Literal["created", "updated", "unchanged", "deleted"]
 _REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 #: Dashboard keys Grafana sets itself: not compared.
 _SERVER_KEYS = ("id", "version")
@@ -43,9 +43,13 @@ class Change:
     action: Action
 
 
-def folder_uid(flow_id: str) -> str:
-    """The uid of the folder a flow's dashboards are pushed into."""
-    return stable_uid("folder", flow_id)
+#: The tag every klimaflow dashboard carries; with a klimaflow folder it marks the dashboards push may delete.
+MANAGED_TAG = "klimaflow"
+
+
+def folder_uid(name: str) -> str:
+    """The uid of the folder named ``name`` (a flow id, or a declared folder)."""
+    return stable_uid("folder", name)
 
 
 def _resolve_secrets(secure: Mapping[str, str], environ: Mapping[str, str], ds_name: str) -> dict[str, str]:
@@ -72,16 +76,40 @@ async def _get(call: Any) -> dict[str, Any] | None:
     return result
 
 
-async def _push_folder(api: Any, flow_id: str) -> Change:
-    uid = folder_uid(flow_id)
+async def _push_folder(api: Any, name: str) -> Change:
+    uid = folder_uid(name)
     existing = await _get(api.folder.get_folder(uid))
     if existing is None:
-        await api.folder.create_folder(flow_id, uid=uid)
-        return Change("folder", flow_id, "created")
-    if existing.get("title") != flow_id:
-        await api.folder.update_folder(uid, title=flow_id, overwrite=True)
-        return Change("folder", flow_id, "updated")
-    return Change("folder", flow_id, "unchanged")
+        await api.folder.create_folder(name, uid=uid)
+        return Change("folder", name, "created")
+    if existing.get("title") != name:
+        await api.folder.update_folder(uid, title=name, overwrite=True)
+        return Change("folder", name, "updated")
+    return Change("folder", name, "unchanged")
+
+
+def is_managed(hit: Mapping[str, Any]) -> bool:
+    """A search hit klimaflow created: tagged ``klimaflow`` and in a folder whose uid klimaflow derives."""
+    title = hit.get("folderTitle")
+    return (
+        MANAGED_TAG in (hit.get("tags") or [])
+        and isinstance(title, str)
+        and hit.get("folderUid") == folder_uid(title)
+    )
+
+
+async def _prune(api: Any, keep: set[str]) -> list[Change]:
+    """Delete klimaflow's dashboards that are no longer generated; others' are never touched."""
+    hits: list[dict[str, Any]] = await api.search.search_dashboards(
+        tag=MANAGED_TAG, type_="dash-db", limit=5000
+    )
+    changes: list[Change] = []
+    for hit in hits:
+        if hit.get("uid") in keep or not is_managed(hit):
+            continue
+        await api.dashboard.delete_dashboard(hit["uid"])
+        changes.append(Change("dashboard", str(hit.get("title", hit["uid"])), "deleted"))
+    return changes
 
 
 async def _push_datasource(api: Any, entry: Mapping[str, Any], environ: Mapping[str, str]) -> Change:
@@ -137,19 +165,23 @@ async def push(
     *,
     environ: Mapping[str, str] | None = None,
     timeout: float = 10.0,
+    prune: bool = True,
 ) -> list[Change]:
-    """Create or update folders, datasources and dashboards; returns what changed, in that order."""
+    """Create or update folders, datasources and dashboards, then (``prune``) delete klimaflow's
+    dashboards no longer generated; returns what happened to each object, in that order."""
     env = os.environ if environ is None else environ
     # grafana-client's element methods carry no annotations: used through Any.
     api: Any = AsyncGrafanaApi.from_url(url, credential=auth, timeout=timeout)
     changes: list[Change] = []
     try:
-        for flow_id in dict.fromkeys(d.flow_id for d in prov.dashboards):
-            changes.append(await _push_folder(api, flow_id))
+        for name in dict.fromkeys(d.folder_name for d in prov.dashboards):
+            changes.append(await _push_folder(api, name))
         for entry in prov.datasources["datasources"]:
             changes.append(await _push_datasource(api, entry, env))
         for d in prov.dashboards:
-            changes.append(await _push_dashboard(api, d.to_json(), folder_uid(d.flow_id)))
+            changes.append(await _push_dashboard(api, d.to_json(), folder_uid(d.folder_name)))
+        if prune:
+            changes.extend(await _prune(api, {d.uid for d in prov.dashboards}))
     except (GrafanaException, niquests.exceptions.RequestException, OSError) as exc:
         raise PushError(_describe(exc, url)) from None
     finally:

@@ -44,7 +44,7 @@ def test_v1_layout_documented_structure_and_password_as_env_reference(tmp_path: 
     doc = flow_doc(write_registry(tmp_path), V1_AUTH)
     prov = generate(validated(doc, {"INFLUX_PASSWORD": PASSWORD}))
     out = tmp_path / "provisioning"
-    written = write_provisioning(prov, out)
+    written = write_provisioning(prov, out).written
     assert [p.relative_to(out).as_posix() for p in written] == [
         "datasources/klimaflow.yaml",
         "dashboards/klimaflow.yaml",
@@ -108,7 +108,7 @@ def test_v2_datasource_is_flux_with_token_reference_and_no_literal(tmp_path: Pat
     assert TOKEN not in _all_text(out)
 
 
-def test_cli_provision_writes_the_same_bytes_every_run_and_removes_stale_dashboards(tmp_path: Path) -> None:
+def test_cli_provision_writes_the_same_bytes_every_run(tmp_path: Path) -> None:
     flow = tmp_path / "klima.json"
     flow.write_text(json.dumps(flow_doc(write_registry(tmp_path), V2)), encoding="utf-8")
     out = tmp_path / "out"
@@ -121,12 +121,15 @@ def test_cli_provision_writes_the_same_bytes_every_run_and_removes_stale_dashboa
         str(out / "dashboards" / "klimaflow.yaml"),
         *(str(out / "dashboards" / "klimaflow" / "klima" / f"{uid}.json") for uid in UIDS),
     ]
-    snapshot = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    stale = out / "dashboards" / "klimaflow" / "klima" / "old-uid.json"
-    stale.write_text("{}")
+    snapshot = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    assert json.loads((out / ".klimaflow-manifest.json").read_text()) == {
+        "generator": "klimaflow grafana provision",
+        "files": sorted(f"klima/{uid}.json" for uid in UIDS),
+    }
     again = runner.invoke(cli, ["grafana", "provision", str(flow), "--out", str(out)], env=env)
     assert again.exit_code == 0, again.output
-    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == snapshot
+    # Same bytes, and not even rewritten (Grafana's provider sees no change).
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == snapshot
     assert TOKEN not in _all_text(out)
 
 

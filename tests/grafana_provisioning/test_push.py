@@ -73,7 +73,9 @@ async def test_first_push_creates_folder_datasource_and_dashboards_with_exact_re
             for uid in UIDS
             for call in (("GET", f"/api/dashboards/uid/{uid}"), ("POST", "/api/dashboards/db"))
         ),
+        ("GET", "/api/search"),  # prune: klimaflow's dashboards, none stale
     ]
+    assert fake.requests[-1].query == {"tag": ["klimaflow"], "type": ["dash-db"], "limit": ["5000"]}
     assert {r.headers["authorization"] for r in fake.requests} == {BEARER}
     writes = fake.writes()
     assert writes[0].body == {"title": "klima", "uid": fuid}
@@ -110,7 +112,7 @@ async def test_second_push_of_unchanged_flows_sends_no_writes(tmp_path: Path, fa
 
     assert [c.action for c in changes] == ["unchanged"] * 5
     assert fake.writes() == []
-    assert [r.method for r in fake.requests] == ["GET"] * 5
+    assert [r.method for r in fake.requests] == ["GET"] * 6
 
 
 async def test_changed_flow_updates_exactly_one_dashboard(tmp_path: Path, fake: GrafanaFake) -> None:
@@ -243,10 +245,10 @@ def test_cli_push_prints_summary_twice_and_never_the_secrets(tmp_path: Path, fak
         "created\tdatasource\tklimaflow influx",
         *(f"created\tdashboard\t{t}" for t in TITLES),
     ]
-    assert first.stderr.strip() == "5 created, 0 updated, 0 unchanged"
+    assert first.stderr.strip() == "5 created, 0 updated, 0 unchanged, 0 deleted"
     again = runner.invoke(cli, args, env=env)
     assert again.exit_code == 0, again.output
-    assert again.stderr.strip() == "0 created, 0 updated, 5 unchanged"
+    assert again.stderr.strip() == "0 created, 0 updated, 5 unchanged, 0 deleted"
     for out in (first.output, again.output):
         assert PASSWORD not in out
         assert GRAFANA_TOKEN not in out

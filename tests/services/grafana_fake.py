@@ -16,7 +16,10 @@ is checked against this fake, written from Grafana's HTTP API reference:
 * ``POST /api/dashboards/db``: a new uid is created (version 1); an existing one needs
   ``overwrite: true`` or its current ``version``, else 412 ``version-mismatch``; a title
   taken by another uid in the same folder is 412 ``name-exists`` unless ``overwrite``;
-  ``GET /api/dashboards/uid/{uid}`` returns ``{"dashboard": ..., "meta": {"folderUid": ...}}``.
+  ``GET /api/dashboards/uid/{uid}`` returns ``{"dashboard": ..., "meta": {"folderUid": ...}}``;
+  ``DELETE /api/dashboards/uid/{uid}`` answers ``{"title", "message", "uid"}`` (404 if unknown);
+* ``GET /api/search?type=dash-db&tag=T`` lists dashboards carrying every given tag as
+  ``{"uid", "title", "type", "tags", "folderUid", "folderTitle", ...}`` (sorted by title).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: Any
+    query: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,7 +101,44 @@ class GrafanaFake:
             return self._datasource(m, parts[2:], b)
         if parts[:2] == ["api", "dashboards"]:
             return self._dashboard(m, parts[2:], b)
+        if parts == ["api", "search"] and m == "GET":
+            return self._search(req.query)
         return 404, {"message": "Not found"}
+
+    def _search(self, query: dict[str, list[str]]) -> tuple[int, Any]:
+        if query.get("type", ["dash-db"]) != ["dash-db"]:
+            return 200, []
+        wanted = set(query.get("tag", []))
+        hits = []
+        for uid, (dash, folder) in self.dashboards.items():
+            tags = list(dash.get("tags") or [])
+            if not wanted <= set(tags):
+                continue
+            f = self.folders.get(folder)
+            hits.append(
+                {
+                    "id": dash["id"],
+                    "uid": uid,
+                    "title": dash["title"],
+                    "uri": f"db/{uid}",
+                    "url": f"/d/{uid}/x",
+                    "slug": "",
+                    "type": "dash-db",
+                    "tags": tags,
+                    "isStarred": False,
+                    **(
+                        {
+                            "folderId": f["id"],
+                            "folderUid": folder,
+                            "folderTitle": f["title"],
+                            "folderUrl": f["url"],
+                        }
+                        if f
+                        else {}
+                    ),
+                }
+            )
+        return 200, sorted(hits, key=lambda h: h["title"])
 
     def _folder(self, m: str, rest: list[str], b: Any) -> tuple[int, Any]:
         if m == "GET" and len(rest) == 1:
@@ -184,6 +225,12 @@ class GrafanaFake:
                 "dashboard": copy.deepcopy(dash),
                 "meta": {"folderUid": folder, "slug": "", "provisioned": False},
             }
+        if m == "DELETE" and len(rest) == 2 and rest[0] == "uid":
+            gone = self.dashboards.pop(rest[1], None)
+            if gone is None:
+                return 404, {"message": "Dashboard not found"}
+            title = gone[0]["title"]
+            return 200, {"title": title, "message": f"Dashboard {title} deleted", "uid": rest[1]}
         if m == "POST" and rest == ["db"]:
             dash = copy.deepcopy(b["dashboard"])
             folder = b.get("folderUid", "")
@@ -228,11 +275,13 @@ class GrafanaFake:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
+                parts = urlsplit(self.path)
                 req = Request(
                     self.command,
-                    urlsplit(self.path).path,
+                    parts.path,
                     {k.lower(): v for k, v in self.headers.items()},
                     body,
+                    parse_qs(parts.query),
                 )
                 with fake._lock:
                     fake.requests.append(req)
