@@ -1063,15 +1063,3 @@ def grafana_push(
     actions = ("created", "updated", "unchanged", *(("deleted",) if prune else ()))
     counts = {a: sum(1 for c in changes if c.action == a) for a in actions}
     click.echo(", ".join(f"{n} {a}" for a, n in counts.items()), err=True)
-
-
-from wordpress_sync.cli import wordpress as _wordpress_group  # noqa: E402 - issue 7
-
-cli.add_command(_wordpress_group)
-
-
-# -- import (issue 8) ---------------------------------------------------------------------------
-
-from engine.importer import import_command  # noqa: E402
-
-cli.add_command(import_command)
