@@ -1063,3 +1063,10 @@ def grafana_push(
     actions = ("created", "updated", "unchanged", *(("deleted",) if prune else ()))
     counts = {a: sum(1 for c in changes if c.action == a) for a in actions}
     click.echo(", ".join(f"{n} {a}" for a, n in counts.items()), err=True)
+
+
+# -- import (issue 8) ---------------------------------------------------------------------------
+
+from engine.importer import import_command  # noqa: E402
+
+cli.add_command(import_command)
