@@ -512,6 +512,18 @@ def test_the_dockerignore_check_can_fail() -> None:
     assert not dockerignored("flows/ttn-sensors.yaml", patterns)
 
 
+def test_klimaflow_runs_hardened(services: dict[str, dict[str, Any]]) -> None:
+    kf = services["klimaflow"]
+    assert kf["read_only"] is True
+    assert kf["cap_drop"] == ["ALL"]
+    assert kf["security_opt"] == ["no-new-privileges:true"]
+    # What it writes is on volumes (or tmpfs): data dir, flows, inbox, auth config.
+    targets = {m.split(":")[1] for m in kf["volumes"]} | set(kf["tmpfs"])
+    assert targets == {"/app/flows", "/app/data", "/var/lib/klimaflow", "/etc/klimaflow", "/tmp"}
+    env = {i.args.split("=")[0]: i.args for i in final_stage(dockerfile_instructions()) if i.keyword == "ENV"}
+    assert any("KLIMAFLOW_DATA=/var/lib/klimaflow" in args for args in env.values())
+
+
 def test_the_image_runs_as_a_non_root_user() -> None:
     users = [i.args for i in final_stage(dockerfile_instructions()) if i.keyword == "USER"]
     assert users, "the runtime stage has no USER"
@@ -845,7 +857,7 @@ def test_the_shipped_mosquitto_config_starts_and_queues_for_the_persistent_sessi
         line.split(None, 1) for line in conf.splitlines() if line.strip() and not line.startswith("#")
     )
     assert settings["max_queued_messages"] == "100000"
-    assert settings["max_inflight_messages"] == "20"
+    assert settings["max_inflight_messages"] == "5000"
     assert settings["persistence"] == "true"
     broker = ShippedMosquitto()
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
