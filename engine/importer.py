@@ -232,38 +232,57 @@ def import_command(flow: Path, files: tuple[str, ...], entry: str | None, verbos
     """
     from engine.cli import _issue_order, _load_registry
 
-    _quiet_logs(verbose)
-    try:
-        validated = load_and_validate([flow], _load_registry())
-    except FlowValidationError as exc:
-        for issue in sorted(exc.issues, key=_issue_order):
-            if issue.severity == "error":
-                click.echo(issue.format(), err=True)
-        click.echo(f"klimaflow: error: {flow}: invalid flow, nothing imported", err=True)
-        return EXIT_INVALID
-    try:
-        choose_entry(validated, entry)
-    except ImportSetupError as exc:
-        click.echo(f"klimaflow: error: {flow}: {exc}", err=True)
-        return EXIT_INVALID
-    try:
-        with _progress(len(files)) as on_progress:
-            result = asyncio.run(run_import(validated, files, entry=entry, progress=on_progress))
-    except ConfigError as exc:
-        click.echo(f"klimaflow: error: {flow}: {exc}", err=True)
-        return EXIT_INVALID
+    with _import_logging(verbose):
+        try:
+            validated = load_and_validate([flow], _load_registry())
+        except FlowValidationError as exc:
+            for issue in sorted(exc.issues, key=_issue_order):
+                if issue.severity == "error":
+                    click.echo(issue.format(), err=True)
+            click.echo(f"klimaflow: error: {flow}: invalid flow, nothing imported", err=True)
+            return EXIT_INVALID
+        try:
+            choose_entry(validated, entry)
+        except ImportSetupError as exc:
+            click.echo(f"klimaflow: error: {flow}: {exc}", err=True)
+            return EXIT_INVALID
+        try:
+            with _progress(len(files)) as on_progress:
+                result = asyncio.run(run_import(validated, files, entry=entry, progress=on_progress))
+        except ConfigError as exc:
+            click.echo(f"klimaflow: error: {flow}: {exc}", err=True)
+            return EXIT_INVALID
     for line in result.lines():
         click.echo(line)
     return result.exit_code
 
 
-def _quiet_logs(verbose: bool) -> None:
-    """Rejected rows and node errors are printed from the events; their log lines would repeat them."""
+@contextmanager
+def _import_logging(verbose: bool) -> Iterator[None]:
+    """Warnings to stderr; node errors only with ``verbose``, as they are printed from the events.
+
+    The previous logging setup is restored afterwards: the command may run inside
+    another program (a test runner, the demo script's process).
+    """
     from engine.logging_setup import setup_logging
 
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    loggers = [logging.getLogger(n) for n in ("klimaflow", "klimaflow.node")]
+    levels = [lg.level for lg in loggers]
     setup_logging("warning")
     if not verbose:
-        logging.getLogger("klimaflow.node").setLevel(logging.CRITICAL)
+        loggers[1].setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 @contextmanager

@@ -216,3 +216,25 @@ def test_choose_entry_picks_the_named_file_in_node(
     assert choose_entry(validated, None) == "import-test-files"
     with pytest.raises(ImportSetupError, match="--entry nope: no node with this id in the flow"):
         choose_entry(validated, "nope")
+
+
+def test_points_influxdb_did_not_take_count_as_not_imported(files: dict[str, Path]) -> None:
+    flow = files["flow"].parent / "no-retries.yaml"
+    flow.write_text(FLOW + "    max_retries: 0\n")
+    env = {"INFLUX_URL": f"http://127.0.0.1:{free_port()}", "INFLUX_DB": "klima"}
+    code, out, _err = run_cli("import", str(flow), str(files["a"]), env=env)
+    assert code == 1
+    assert out.splitlines() == [
+        *expected_rejected(files["a"]),
+        "error: 2 points could not be written (InfluxDB unreachable) and were not stored",
+        "0 points stored from 1 file, 2 rows rejected",
+    ]
+
+
+def test_the_command_leaves_logging_as_it_was(files: dict[str, Path]) -> None:
+    import logging
+
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level, logging.getLogger("klimaflow.node").level)
+    run_cli("import", str(files["flow"]), str(files["bad"]), env={"INFLUX_URL": "http://127.0.0.1:1"})
+    assert (list(root.handlers), root.level, logging.getLogger("klimaflow.node").level) == before
