@@ -35,7 +35,7 @@ from engine.validation import Issue, load_deployment, validate_deployment
 
 if TYPE_CHECKING:
     from editor_api.auth import Authenticator
-    from engine.supervisor import Supervisor
+    from engine.supervisor import PostApply, Supervisor
 
 log = logging.getLogger("klimaflow.cli")
 
@@ -224,6 +224,8 @@ class ServeOptions:
     no_auth: bool = False
     #: Reload when flow files change.
     watch: bool = True
+    #: Supervisor post-apply hooks (Grafana provisioning), run after every applied deployment.
+    post_apply: tuple[tuple[str, PostApply], ...] = ()
 
 
 def _authenticator(options: ServeOptions) -> Authenticator:
@@ -275,7 +277,9 @@ async def serve(
         from editor_api.server import bind
 
         sock = bind(*options.api)
-    supervisor = Supervisor(paths, data_dir=options.data_dir, drain_timeout=options.drain_timeout)
+    supervisor = Supervisor(
+        paths, data_dir=options.data_dir, drain_timeout=options.drain_timeout, post_apply=options.post_apply
+    )
     api = None
     watch_stop = asyncio.Event()
     watcher: asyncio.Task[None] | None = None
@@ -404,6 +408,30 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     help="Serve the API without authentication; refused unless HOST is a loopback address.",
 )
 @click.option("--no-watch", is_flag=True, help="Do not reload when flow files change.")
+@click.option(
+    "--grafana-provisioning",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="KLIMAFLOW_GRAFANA_PROVISIONING",
+    help="Rewrite Grafana's provisioning directory after every applied deployment (docs/grafana.md).",
+)
+@click.option(
+    "--grafana-dashboards-path",
+    default=None,
+    help="Where Grafana sees the dashboard JSON files (with --grafana-provisioning).",
+)
+@click.option(
+    "--grafana-url",
+    default=None,
+    envvar="GRAFANA_URL",
+    help="Push dashboards to this Grafana after every applied deployment (token from $GRAFANA_TOKEN).",
+)
+@click.option(
+    "--grafana-prune/--grafana-no-prune",
+    default=True,
+    show_default=True,
+    help="Remove dashboards klimaflow generated earlier that are no longer generated.",
+)
 def run(
     paths: tuple[Path, ...],
     log_level: str,
@@ -414,6 +442,10 @@ def run(
     auth_config: Path | None,
     no_auth: bool,
     no_watch: bool,
+    grafana_provisioning: Path | None,
+    grafana_dashboards_path: str | None,
+    grafana_url: str | None,
+    grafana_prune: bool,
 ) -> None:
     """Run a deployment in the foreground until Ctrl-C or SIGTERM.
 
@@ -427,7 +459,16 @@ def run(
     if api is None and (auth_config is not None or no_auth):
         raise click.UsageError("--auth-config and --no-auth need --api")
     setup_logging(log_level.lower(), log_format)
+    from grafana_provisioning.deploy_hook import grafana_hooks
+
     try:
+        hooks = grafana_hooks(
+            grafana_provisioning,
+            dashboards_path=grafana_dashboards_path,
+            url=grafana_url,
+            token=os.environ.get("GRAFANA_TOKEN"),
+            prune=grafana_prune,
+        )
         options = ServeOptions(
             data_dir=data_dir,
             drain_timeout=drain_timeout,
@@ -435,8 +476,9 @@ def run(
             auth_config=auth_config,
             no_auth=no_auth,
             watch=not no_watch,
+            post_apply=tuple(hooks),
         )
-    except KlimaflowError as exc:
+    except (KlimaflowError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     try:
         asyncio.run(serve(list(paths), options))

@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -39,6 +39,11 @@ from engine.validation import (
 )
 
 log = logging.getLogger("klimaflow.supervisor")
+
+#: Work to do after a deployment was applied (start, reload, API deploy), e.g. Grafana
+#: provisioning: gets the deployment now running, returns a one-line summary; an exception
+#: is logged and reported in the result's ``post_apply``, never undoing the deploy.
+PostApply = Callable[[ValidatedDeployment], Awaitable[str]]
 
 Trigger = Literal["start", "file", "api"]
 
@@ -155,6 +160,8 @@ class ReloadResult:
     #: Referenced files whose change caused this reload, and the nodes that re-read them in place.
     changed_files: list[str] = field(default_factory=list)
     reloaded_in_place: list[str] = field(default_factory=list)
+    #: Post-apply hook name -> {"state": "pending" | "ok" | "failed", "message": ...}; filled in later.
+    post_apply: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -173,6 +180,7 @@ class ReloadResult:
             "handed_over": self.handed_over,
             "changed_files": list(self.changed_files),
             "reloaded_in_place": list(self.reloaded_in_place),
+            "post_apply": {k: dict(v) for k, v in self.post_apply.items()},
             "message": self.message,
         }
 
@@ -263,8 +271,12 @@ class Supervisor:
         drain_timeout: float = 10.0,
         registry: Registry | None = None,
         environ: Mapping[str, str] | None = None,
+        post_apply: Sequence[tuple[str, PostApply]] = (),
     ) -> None:
         self.paths = [Path(p) for p in paths]
+        #: (name, hook) run in order, in the background, after each applied deployment.
+        self.post_apply: list[tuple[str, PostApply]] = list(post_apply)
+        self._post_apply_task: asyncio.Task[None] | None = None
         self.data_dir = data_dir
         self.drain_timeout = drain_timeout
         self.registry = registry or default_registry()
@@ -305,13 +317,51 @@ class Supervisor:
         self.engine, self.validated = engine, validated
         result = ReloadResult(True, "start", t0, time.time() - t0, validated.revision, None, None, issues)
         self._record(result)
+        self._schedule_post_apply(validated, result)
         return result
 
     async def stop(self) -> None:
         """Drain and stop; waits for a reload in progress, and no reload starts afterwards."""
         async with self._lock:
+            task = self._post_apply_task
+            if task is not None and not task.done():
+                _, pending = await asyncio.wait([task], timeout=self.drain_timeout)
+                for t in pending:
+                    t.cancel()
             if self.engine is not None:
                 await self.engine.stop()
+
+    def _schedule_post_apply(self, validated: ValidatedDeployment, result: ReloadResult) -> None:
+        """Run the post-apply hooks in the background, after those of earlier deployments."""
+        if not self.post_apply:
+            return
+        for name, _ in self.post_apply:
+            result.post_apply[name] = {"state": "pending", "message": ""}
+        previous = self._post_apply_task
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            for name, hook in self.post_apply:
+                try:
+                    message = await hook(validated)
+                except Exception as exc:
+                    log.error(
+                        "after applying %s: %s failed: %s: %s", result.revision, name, type(exc).__name__, exc
+                    )
+                    result.post_apply[name] = {"state": "failed", "message": f"{type(exc).__name__}: {exc}"}
+                else:
+                    log.info("after applying %s: %s: %s", result.revision, name, message)
+                    result.post_apply[name] = {"state": "ok", "message": message}
+            if self.engine is not None:
+                self.engine.publish({"kind": "post_apply", "result": result.to_dict()})
+
+        self._post_apply_task = asyncio.create_task(run(), name="post-apply")
+
+    async def post_apply_idle(self) -> None:
+        """Wait until the hooks of every deployment applied so far have run."""
+        while (task := self._post_apply_task) is not None and not task.done():
+            await asyncio.wait([task])
 
     def _record(self, result: ReloadResult) -> None:
         self.last_result = result
@@ -434,6 +484,7 @@ class Supervisor:
             "reloaded %s -> %s in %.3fs: %s", previous, validated.revision, result.duration, _summary(diff)
         )
         self._record(result)
+        self._schedule_post_apply(validated, result)
         return result
 
     def _refused(self, trigger: Trigger, t0: float, issues: list[Issue], message: str) -> ReloadResult:
