@@ -51,6 +51,8 @@ _SCANNING: ContextVar[bool] = ContextVar("klimaflow_watch_scanning", default=Tru
 
 _GLOB_CHARS = frozenset("*?[")
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an archive with members / an empty archive
+#: Resource forks macOS's Finder adds to archives (``__MACOSX/._data.csv``): never data.
+_MACOS_FORKS = "__MACOSX/"
 
 
 @contextlib.contextmanager
@@ -373,7 +375,8 @@ class ZipNode(Node):
     """Split a ZIP archive into one file message per member (path `archive.zip!member`); other payloads pass through.
 
     A corrupt archive or member goes to the error path as `DecodeError`; a member larger
-    than `max_member_size` as `ZipMemberTooLarge`. Directories are skipped.
+    than `max_member_size` as `ZipMemberTooLarge`. Directories and macOS resource forks
+    (`__MACOSX/`) are skipped.
     """
 
     type_name = "zip"
@@ -396,7 +399,11 @@ class ZipNode(Node):
         )
         try:
             zf = zipfile.ZipFile(io.BytesIO(bytes(data)))
-            members = [m for m in zf.infolist() if not m.is_dir() and self._wanted(m.filename)]
+            members = [
+                m
+                for m in zf.infolist()
+                if not m.is_dir() and not m.filename.startswith(_MACOS_FORKS) and self._wanted(m.filename)
+            ]
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise DecodeError(f"{archive}: not a readable ZIP archive: {exc}") from None
         with zf:

@@ -169,6 +169,22 @@ async def test_watch_emits_a_file_written_in_steps_once_when_complete(tmp_path: 
     assert [m.topic for m in msgs] == [str(f), str(f), str(tmp_path / "sentinel.csv")]
 
 
+async def test_watch_emits_a_file_saved_atomically_by_rename(tmp_path: Path) -> None:
+    async with run_flow(watch_flow([f"{tmp_path}/*.csv"], debounce="100ms")) as h:
+        (tmp_path / "first.csv").write_text("1")
+        await wait_for(h, "out", 1)
+        tmp = tmp_path / ".station.csv.part"
+        tmp.write_text("complete content")
+        os.replace(tmp, tmp_path / "station.csv")
+        msgs = await wait_for(h, "out", 2)
+        (tmp_path / "sentinel.csv").write_text("s")
+        msgs = await wait_for(h, "out", 3)
+    assert [(m.topic, m.payload) for m in msgs[1:]] == [
+        (str(tmp_path / "station.csv"), b"complete content"),
+        (str(tmp_path / "sentinel.csv"), b"s"),
+    ]
+
+
 async def test_watch_recursive_glob(tmp_path: Path) -> None:
     deep = tmp_path / "2024" / "jan"
     deep.mkdir(parents=True)
@@ -250,7 +266,7 @@ async def test_zip_emits_matching_members_as_file_messages(tmp_path: Path) -> No
     archive = tmp_path / "38404690,52.157338,12.607846.zip"
     archive.write_bytes(
         make_zip(
-            {"a.csv": b"a;1\n", "sub/b.csv": b"b;2\n", "readme.txt": b"no"},
+            {"a.csv": b"a;1\n", "sub/b.csv": b"b;2\n", "readme.txt": b"no", "__MACOSX/._a.csv": b"\x00\x05"},
             dirs=("sub/", "empty.csv/"),
         )
     )
