@@ -1107,6 +1107,11 @@ def grafana_push(
     click.echo(", ".join(f"{n} {a}" for a, n in counts.items()), err=True)
 
 
+from wordpress_sync.cli import wordpress as _wordpress_group  # noqa: E402 - issue 7
+
+cli.add_command(_wordpress_group)
+
+
 # -- import (issue 8) ---------------------------------------------------------------------------
 
 from engine.importer import import_command  # noqa: E402

@@ -54,3 +54,23 @@ def influx2_fake() -> Iterator[InfluxV2Fake]:
         yield fake
     finally:
         fake.stop()
+
+
+# -- WordPress (owned by the WordPress sync tests, issue 7) -------------------------------------
+
+from tests.services.wordpress import WordPress  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def wordpress() -> Iterator[WordPress]:
+    """One installed WordPress 6.1 + MariaDB for the session (installing takes seconds to ~30 s).
+
+    Users ``administrator``, ``editor``, ``author`` and ``subscriber`` have application
+    passwords (``wordpress.users``). Tests use their own slugs; ``stop_web()`` /
+    ``start_web()`` cut only the PHP server, the data stays.
+    """
+    site = WordPress().start()
+    try:
+        yield site
+    finally:
+        site.cleanup()

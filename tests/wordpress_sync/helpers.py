@@ -1,0 +1,30 @@
+"""Shared bits of the WordPress tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+
+from tests.services.wordpress import WordPress
+from wordpress_sync.client import RetryPolicy, WordPressClient
+
+FAST_RETRY = RetryPolicy(initial=0.1, maximum=0.5, give_up_after=None)
+
+
+def new_slug(prefix: str = "kf") -> str:
+    """A slug no other test (in this session's shared WordPress) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def client(wp: WordPress, role: str = "administrator", **kwargs: object) -> WordPressClient:
+    return WordPressClient(wp.url, role, wp.users[role].app_password, **kwargs)  # type: ignore[arg-type]
+
+
+async def until(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        await asyncio.sleep(0.02)
