@@ -120,7 +120,9 @@ def csv_lines(text: str, separator: str = ";") -> Iterator[Line]:
             continue
         try:
             fields = next(
-                csv.reader([raw], delimiter=separator, quotechar='"', strict=True, skipinitialspace=True)
+                csv.reader(
+                    [raw.strip()], delimiter=separator, quotechar='"', strict=True, skipinitialspace=True
+                )
             )
         except csv.Error as exc:
             yield Line(number, raw, None, f"malformed CSV line: {exc}")

@@ -60,6 +60,8 @@ HEADER = (
     "Bezeichnung;Stations_id;Bezugszeitraum;Datenquelle;"
     "Jan.;Feb.;März;Apr.;Mai;Jun.;Jul.;Aug.;Sept.;Okt.;Nov.;Dez.;Jahr"
 )
+#: Column -> its name in the documented header, for messages.
+DISPLAY: dict[str, str] = dict(zip(COLUMNS, HEADER.split(";"), strict=True))
 _PERIOD = re.compile(r"(\d{4})\D{1,3}(\d{4})")
 
 
@@ -108,7 +110,7 @@ class DwdClimateMeansNode(FileParserNode):
             found = [i for i, k in enumerate(keys) if k in accepted]
             if found:
                 index[column] = found[0]
-        missing = [accepted[0] for column, accepted in COLUMNS.items() if column not in index]
+        missing = [DISPLAY[column] for column in COLUMNS if column not in index]
         if missing:
             yield Rejection(
                 header.number,
