@@ -141,9 +141,7 @@ class DashboardDecl(_Strict):
     """A dashboard declared in a flow file (top-level ``dashboards:`` list)."""
 
     uid: str | None = Field(
-        default=None,
-        pattern=UID_PATTERN,
-        description="Stable uid (URLs and embeds); default derived from flow id and title.",
+        default=None, description="Stable uid (URLs and embeds); default derived from flow id and title."
     )
     title: str
     folder: str | None = Field(
@@ -157,6 +155,13 @@ class DashboardDecl(_Strict):
     refresh: str = Field(default="5m", pattern=r"^(\d+(s|m|h|d))?$", description="Auto refresh; '' = off.")
     tags: list[str] = Field(default_factory=list)
     panels: list[PanelDecl] = Field(min_length=1)
+
+    @field_validator("uid")
+    @classmethod
+    def _uid(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(UID_PATTERN, v):
+            raise ValueError(f"uid {v!r}: at most 40 letters, digits, '-' and '_' (Grafana's limit)")
+        return v
 
     @model_validator(mode="after")
     def _no_overlap(self) -> DashboardDecl:
@@ -299,7 +304,10 @@ def _panel_problems(s: StoredData, panel: PanelDecl) -> Iterator[tuple[tuple[Any
         if name not in known:
             hint = difflib.get_close_matches(name, sorted(known), n=1)
             did = f"; did you mean {hint[0]!r}?" if hint else ""
-            yield path, f"unknown field {name!r}{did} (node {s.node_id} stores: {', '.join(sorted(known))})"
+            where = f"node {s.node_id} stores: {', '.join(sorted(known))}"
+            if path[0] != "fields":
+                where += f"; set {path[0]} to the field or tag holding it"
+            yield path, f"unknown field {name!r}{did} ({where})"
     for tag in panel.tags:
         if tag not in s.tags:
             yield (

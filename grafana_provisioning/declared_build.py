@@ -306,11 +306,17 @@ def build_declared_dashboard(
         ds = dash_m.DataSourceRef(type_val="influxdb", uid=datasource_uid(main.connection))
         for tag, name, label in _variables(main):
             builder = builder.with_variable(_variable(main, ds, tag, name, label))
-    for j, (p, grid) in enumerate(zip(decl.panels, layout(decl.panels), strict=True)):
+    grids = layout(decl.panels)
+    for j, (p, grid) in enumerate(zip(decl.panels, grids, strict=True)):
         s = sources[j]
         assert s is not None, "validation resolves every panel's source"
         builder = builder.with_panel(build_panel(p, j + 1, grid, s))
-    return GeneratedDashboard(uid, decl.title, flow.id, builder.build(), folder=decl.folder)
+    model = builder.build()
+    # The SDK's with_panel moves a panel placed at x=0, y=0 (other than the first) to its own
+    # cursor, which breaks explicit placements: set every position again.
+    for panel, grid in zip(model.panels or [], grids, strict=True):
+        panel.grid_pos = dash_m.GridPos(h=grid.h, w=grid.w, x=grid.x, y=grid.y)
+    return GeneratedDashboard(uid, decl.title, flow.id, model, folder=decl.folder)
 
 
 def build_declared(validated: ValidatedDeployment, stored: list[StoredData]) -> list[GeneratedDashboard]:

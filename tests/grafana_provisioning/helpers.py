@@ -160,3 +160,66 @@ def make_uplinks(base_ns: int) -> tuple[list[dict[str, Any]], list[Sent]]:
         messages.append(uplink(WEATHER, t + 2_000_000_000, weather_payload(weather), -95.0 - k, -2.5 + k))
         sent.append(Sent(WEATHER, t + 2_000_000_000, {**weather, "rssi": -95.0 - k, "snr": -2.5 + k}))
     return messages, sent
+
+
+#: Soil sensor coordinates as in REGISTRY: device -> (latitude, longitude).
+COORDS = {SOIL_1: (52.14212, 12.59083), SOIL_2: (52.13957, 12.58644), WEATHER: (52.11650, 12.46050)}
+
+#: A declared dashboard with every panel kind (fields of the TTN flow's node `store`).
+DECLARED: dict[str, Any] = {
+    "uid": "klima-boden-uebersicht",
+    "title": "Boden: Übersicht",
+    "folder": "Klima",
+    "from": "now-24h",
+    "to": "now",
+    "refresh": "1m",
+    "tags": ["boden"],
+    "panels": [
+        {
+            "type": "timeseries",
+            "title": "Bodenfeuchte",
+            "fields": ["water_SOIL"],
+            "decimals": 1,
+            "min": 0,
+            "max": 100,
+            "thresholds": [
+                {"color": "red"},
+                {"value": 15, "color": "yellow"},
+                {"value": 25, "color": "green"},
+            ],
+        },
+        {
+            "type": "stat",
+            "title": "Temperatur Marktplatz",
+            "fields": ["temp_SOIL"],
+            "measurement": "Boden Marktplatz",
+        },
+        {
+            "type": "gauge",
+            "title": "Batterie",
+            "fields": ["Bat"],
+            "min": 2.5,
+            "max": 3.6,
+            "thresholds": [{"color": "dark-red"}, {"value": 3.0, "color": "#73BF69"}],
+        },
+        {
+            "type": "bargauge",
+            "title": "Leitfähigkeit",
+            "fields": ["conduct_SOIL"],
+            "tags": {"location": "Bad Belzig"},
+        },
+        {"type": "barchart", "title": "Feuchte und Temperatur", "fields": ["water_SOIL", "temp_SOIL"]},
+        {
+            "type": "table",
+            "title": "Letzte Werte",
+            "fields": ["water_SOIL", "Bat"],
+            "grid": {"x": 0, "y": 0, "w": 24, "h": 6},
+        },
+        {"type": "geomap", "title": "Standorte", "fields": ["air_humidity"]},
+        {
+            "type": "table",
+            "title": "Funk (roh)",
+            "query": 'SELECT last("rssi") AS "rssi" FROM /.*/ WHERE $timeFilter GROUP BY "device_id"',
+        },
+    ],
+}
