@@ -197,3 +197,52 @@ def test_shipped_ttn_flow_provisions_three_dashboards_over_the_registry_measurem
     [ds] = _yaml(out / "datasources" / "klimaflow.yaml")["datasources"]
     assert ds["jsonData"] == {"version": "InfluxQL", "dbName": "klimadaten", "httpMode": "POST"}
     assert "secureJsonData" not in ds
+
+
+def test_cli_provision_prunes_only_its_own_stale_files(tmp_path: Path) -> None:
+    doc = flow_doc(write_registry(tmp_path), V2)
+    doc["dashboards"] = [
+        {
+            "uid": "uebersicht",
+            "title": "Übersicht",
+            "folder": "Klima",
+            "panels": [{"type": "stat", "title": "Feuchte", "fields": ["water_SOIL"]}],
+        }
+    ]
+    flow = tmp_path / "klima.json"
+    flow.write_text(json.dumps(doc), encoding="utf-8")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    env = {"INFLUX_TOKEN": TOKEN}
+    args = ["grafana", "provision", str(flow), "--out", str(out)]
+    assert runner.invoke(cli, args, env=env).exit_code == 0
+    root = out / "dashboards" / "klimaflow"
+    foreign = root / "klima" / "hand-made.json"
+    foreign.write_text("{}", encoding="utf-8")
+
+    # Without radio fields and without the declared dashboard: two stale files.
+    doc["nodes"][0]["radio"] = False
+    del doc["dashboards"]
+    flow.write_text(json.dumps(doc), encoding="utf-8")
+    kept = runner.invoke(cli, [*args, "--no-prune"], env=env)
+    assert kept.exit_code == 0, kept.output
+    assert (root / "Klima" / "uebersicht.json").is_file()
+    assert json.loads((out / ".klimaflow-manifest.json").read_text())["files"] == [
+        "Klima/uebersicht.json",
+        *(f"klima/{uid}.json" for uid in sorted(UIDS)),
+    ]
+
+    pruned = runner.invoke(cli, args, env=env)
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.stderr.splitlines()[:2] == [
+        f"removed {root / 'Klima' / 'uebersicht.json'}",
+        f"removed {root / 'klima' / f'{UIDS[2]}.json'}",
+    ]
+    assert (
+        sorted(p.relative_to(root).as_posix() for p in root.rglob("*.json"))
+        == [
+            "klima/hand-made.json",  # never klimaflow's: untouched
+            *(f"klima/{uid}.json" for uid in sorted(UIDS[:2])),
+        ]
+    )
+    assert not (root / "Klima").exists()  # emptied folder directory removed

@@ -266,3 +266,60 @@ def test_cli_push_wrong_token_is_one_line_and_exit_1(tmp_path: Path, fake: Grafa
     assert result.stderr.strip().splitlines() == [
         f"klimaflow: error: Grafana at {fake.url} refused the credentials (401 Unauthorized)"
     ]
+
+
+async def test_prune_deletes_only_klimaflows_stale_dashboards(tmp_path: Path, fake: GrafanaFake) -> None:
+    prov = generate(validated(_doc(tmp_path), ENV))
+    await push(prov, fake.url, GRAFANA_TOKEN, environ=ENV)
+    fuid = folder_uid("klima")
+    # Others' dashboards: untagged in klimaflow's folder, tagged "klimaflow" in a hand-made folder.
+    fake.folders["team"] = {
+        "id": 90,
+        "uid": "team",
+        "title": "Team",
+        "version": 1,
+        "url": "/dashboards/f/team/",
+    }
+    others = {
+        "hand-made": ({"id": 91, "uid": "hand-made", "title": "Handarbeit", "tags": [], "version": 1}, fuid),
+        "look-alike": (
+            {"id": 92, "uid": "look-alike", "title": "Kopie", "tags": ["klimaflow"], "version": 1},
+            "team",
+        ),
+    }
+    fake.dashboards.update(others)
+    fake.requests.clear()
+
+    changes = await push(
+        generate(validated(_doc(tmp_path, radio=False), ENV)), fake.url, GRAFANA_TOKEN, environ=ENV
+    )
+
+    assert changes[-1] == Change("dashboard", "Klimasensoren: Funk", "deleted")
+    assert [c.action for c in changes[:-1]] == ["unchanged"] * 4
+    assert [(r.method, r.path) for r in fake.writes()] == [("DELETE", f"/api/dashboards/uid/{UIDS[2]}")]
+    assert sorted(fake.dashboards) == sorted([*UIDS[:2], "hand-made", "look-alike"])
+
+
+async def test_no_prune_leaves_stale_dashboards(tmp_path: Path, fake: GrafanaFake) -> None:
+    await push(generate(validated(_doc(tmp_path), ENV)), fake.url, GRAFANA_TOKEN, environ=ENV)
+    fake.requests.clear()
+    changes = await push(
+        generate(validated(_doc(tmp_path, radio=False), ENV)),
+        fake.url,
+        GRAFANA_TOKEN,
+        environ=ENV,
+        prune=False,
+    )
+    assert "deleted" not in [c.action for c in changes]
+    assert fake.writes() == []
+    assert "/api/search" not in [r.path for r in fake.requests]
+    assert sorted(fake.dashboards) == sorted(UIDS)
+
+
+def test_cli_push_no_prune_counts_without_deleted(tmp_path: Path, fake: GrafanaFake) -> None:
+    flow = tmp_path / "klima.json"
+    flow.write_text(json.dumps(_doc(tmp_path)), encoding="utf-8")
+    args = ["grafana", "push", str(flow), "--url", fake.url, "--token-env", "GT", "--no-prune"]
+    result = CliRunner().invoke(cli, args, env={**ENV, "GT": GRAFANA_TOKEN})
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == "5 created, 0 updated, 0 unchanged"
