@@ -178,6 +178,7 @@ def create_app(
 ) -> FastAPI:
     """The editor API for a (started or starting) supervisor; ``auth`` defaults to a fresh
     :class:`Authenticator` with nothing configured, which lets nobody in."""
+    from editor_api.http_in import install_http_in
     from editor_api.routes import auth as auth_routes
     from editor_api.routes import flows, layout, runtime
     from editor_api.ui import mount_ui
@@ -211,5 +212,6 @@ def create_app(
     app.include_router(runtime.router)
     app.include_router(auth_routes.router)
     app.include_router(layout.router)
+    install_http_in(app, state)
     mount_ui(app)
     return app

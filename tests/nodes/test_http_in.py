@@ -1,0 +1,290 @@
+"""http-in and http-response, served by the real editor API (uvicorn on a free port) over a real
+Supervisor and Engine; live reloads add and remove endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import nodes.http
+from editor_api import create_app
+from editor_api.auth import Authenticator, AuthSettings, TokenEntry, hash_token
+from editor_api.server import ApiServer, bind
+from engine.message import Message
+from engine.supervisor import Supervisor
+from tests.flowkit import CollectNode, test_registry, validate_doc
+
+IMPORT_TOKEN = "imp-0123456789abcdef"
+EDITOR = "kf_editor-token-0123456789abcdef"
+READER = "kf_reader-token-0123456789abcdef"
+
+IMPORT_FLOW = """\
+id: imports
+nodes:
+  - id: import-in
+    type: http-in
+    path: /api/v1/import/{name}
+    auth: token
+    token: ${IMPORT_TOKEN}
+    max_body: 64
+    wires: [import-seen]
+  - id: import-seen
+    type: collect
+"""
+
+ECHO_FLOW = """\
+id: echo
+nodes:
+  - id: echo-in
+    type: http-in
+    method: PUT
+    path: /hooks/echo/{box}
+    role: editor
+    wires: [echo-seen, echo-out]
+  - id: echo-seen
+    type: collect
+  - id: echo-out
+    type: http-response
+    status: 201
+    headers: {X-Flow: echo}
+"""
+
+#: A request held longer than the response timeout, and one dropped by a filter.
+SLOW_FLOW = """\
+id: slow
+nodes:
+  - id: slow-in
+    type: http-in
+    path: /hooks/slow
+    response_timeout: 300ms
+    wires: [slow-wait]
+  - id: slow-wait
+    type: delay
+    delay: 3s
+    wires: [slow-out]
+  - id: slow-out
+    type: http-response
+  - id: drop-in
+    type: http-in
+    path: /hooks/drop
+    wires: [drop-filter]
+  - id: drop-filter
+    type: switch
+    rules: [{port: keep, property: payload.keep, op: eq, value: true}]
+    wires: {keep: [drop-out]}
+  - id: drop-out
+    type: http-response
+"""
+
+
+@dataclass
+class Served:
+    supervisor: Supervisor
+    client: httpx.AsyncClient
+    flow_dir: Path
+
+    def received(self, node_id: str) -> list[Message]:
+        assert self.supervisor.engine is not None
+        node = self.supervisor.engine.node(node_id)
+        assert isinstance(node, CollectNode)
+        return node.messages
+
+
+async def wait_until(cond: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    flow_dir = tmp_path / "flows"
+    flow_dir.mkdir()
+    (flow_dir / "imports.yaml").write_text(IMPORT_FLOW)
+    (flow_dir / "echo.yaml").write_text(ECHO_FLOW)
+    (flow_dir / "slow.yaml").write_text(SLOW_FLOW)
+    sup = Supervisor(
+        [flow_dir],
+        data_dir=tmp_path / "data",
+        drain_timeout=1.0,
+        registry=test_registry(),
+        environ={"IMPORT_TOKEN": IMPORT_TOKEN},
+    )
+    await sup.start()
+    auth = Authenticator(
+        AuthSettings(
+            tokens=[
+                TokenEntry(id="editor", role="editor", token_hash=hash_token(EDITOR)),
+                TokenEntry(id="reader", role="reader", token_hash=hash_token(READER)),
+            ]
+        )
+    )
+    server = ApiServer(create_app(sup, auth), bind("127.0.0.1", 0))
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            yield Served(sup, client, flow_dir)
+    finally:
+        await server.stop()
+        await sup.stop()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_token_endpoint_accepts_json_and_answers_202_without_http_response(served: Served) -> None:
+    url = "/api/v1/import/groundwater?source=repo&source=manual"
+    r = await served.client.post(url, json={"file": "Wasserstand.csv"})
+    assert (r.status_code, r.json()) == (401, {"detail": "POST /api/v1/import/{name}: no bearer token"})
+    assert r.headers["www-authenticate"] == "Bearer"
+    r = await served.client.post(url, json={"file": "x"}, headers=bearer("imp-wrong"))
+    assert (r.status_code, r.json()) == (401, {"detail": "POST /api/v1/import/{name}: wrong token"})
+    # An editor API token is not the endpoint's token.
+    r = await served.client.post(url, json={"file": "x"}, headers=bearer(EDITOR))
+    assert r.status_code == 401
+    assert served.received("import-seen") == []
+
+    r = await served.client.post(
+        url, json={"file": "Wasserstand.csv"}, headers={**bearer(IMPORT_TOKEN), "X-Repo": "klima-dashboard"}
+    )
+    assert r.status_code == 202
+    body = r.json()
+    assert body["accepted"] is True
+    await wait_until(lambda: len(served.received("import-seen")) == 1)
+    [msg] = served.received("import-seen")
+    assert msg.id == body["id"]
+    assert msg.payload == {"file": "Wasserstand.csv"}
+    http = msg.meta["http"]
+    assert (http["method"], http["path"], http["params"]) == (
+        "POST",
+        "/api/v1/import/groundwater",
+        {"name": "groundwater"},
+    )
+    assert http["query"] == {"source": ["repo", "manual"]}
+    assert http["headers"]["x-repo"] == "klima-dashboard"
+    assert http["headers"]["content-type"] == "application/json"
+    assert "authorization" not in http["headers"]
+    assert len(http["request_id"]) == 32
+
+
+async def test_body_size_content_types_and_methods(served: Served) -> None:
+    url = "/api/v1/import/dwd"
+    auth = bearer(IMPORT_TOKEN)
+    r = await served.client.post(url, content=b"x" * 65, headers=auth)
+    assert (r.status_code, r.json()) == (413, {"detail": "request body larger than 64 bytes"})
+    r = await served.client.post(url, content=b'{"a": ', headers={**auth, "Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("request body is not valid JSON: ")
+    r = await served.client.post(
+        url,
+        content="Größe;1".encode("latin-1"),
+        headers={**auth, "Content-Type": "text/csv; charset=latin-1"},
+    )
+    assert r.status_code == 202
+    r = await served.client.post(
+        url, content=b"\x00\x01", headers={**auth, "Content-Type": "application/zip"}
+    )
+    assert r.status_code == 202
+    r = await served.client.post(url, data={"file": "a.csv"}, headers=auth)
+    assert r.status_code == 202
+    r = await served.client.get(url, headers=auth)
+    assert (r.status_code, r.headers["allow"]) == (405, "POST")
+    await wait_until(lambda: len(served.received("import-seen")) == 3)
+    assert [m.payload for m in served.received("import-seen")] == ["Größe;1", b"\x00\x01", {"file": "a.csv"}]
+
+
+async def test_api_auth_roles_and_http_response(served: Served) -> None:
+    url = "/hooks/echo/raben"
+    r = await served.client.put(url, json={"temp": 21.5})
+    assert r.status_code == 401
+    r = await served.client.put(url, json={"temp": 21.5}, headers=bearer(READER))
+    assert (r.status_code, r.json()) == (403, {"detail": "this needs the editor role; reader has reader"})
+    r = await served.client.put(url, json={"temp": 21.5}, headers=bearer(EDITOR))
+    assert r.status_code == 201
+    assert r.json() == {"temp": 21.5}
+    assert r.headers["x-flow"] == "echo"
+    assert r.headers["content-type"] == "application/json"
+    [msg] = served.received("echo-seen")
+    assert msg.meta["http"]["params"] == {"box": "raben"}
+    # The editor API's own routes are untouched.
+    r = await served.client.get("/api/status", headers=bearer(READER))
+    assert r.status_code == 200
+
+
+async def test_504_when_no_answer_in_time_and_500_when_the_flow_drops_the_request(served: Served) -> None:
+    r = await served.client.post("/hooks/slow", headers=bearer(EDITOR), json={})
+    assert (r.status_code, r.json()) == (504, {"detail": "no http-response answered within 0.3s"})
+    r = await served.client.post("/hooks/drop", headers=bearer(EDITOR), json={"keep": False})
+    assert r.status_code == 500
+    assert r.json() == {"detail": "the flow finished without answering (the message was dropped or filtered)"}
+    r = await served.client.post("/hooks/drop", headers=bearer(EDITOR), json={"keep": True})
+    assert (r.status_code, r.json()) == (200, {"keep": True})
+
+
+async def test_endpoints_follow_live_reloads(served: Served) -> None:
+    url = "/api/v1/import/groundwater"
+    assert (await served.client.post(url, json={}, headers=bearer(IMPORT_TOKEN))).status_code == 202
+    (served.flow_dir / "imports.yaml").unlink()
+    result = await served.supervisor.reload()
+    assert result.ok, result.message
+    assert result.diff is not None
+    assert "import-in" in result.diff.removed
+    r = await served.client.post(url, json={}, headers=bearer(IMPORT_TOKEN))
+    assert r.status_code == 404
+
+    # Back, on another path.
+    (served.flow_dir / "imports.yaml").write_text(IMPORT_FLOW.replace("/api/v1/import/", "/api/v1/load/"))
+    result = await served.supervisor.reload()
+    assert result.ok, result.message
+    assert (await served.client.post(url, json={}, headers=bearer(IMPORT_TOKEN))).status_code == 404
+    r = await served.client.post("/api/v1/load/dwd", json={}, headers=bearer(IMPORT_TOKEN))
+    assert r.status_code == 202
+
+
+def test_path_and_token_validation() -> None:
+    def errors(node: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
+        doc = {"id": "f", "nodes": [{"id": "in", "type": "http-in", **node}]}
+        _v, issues = validate_doc(doc, environ=environ)
+        return [i.message for i in issues if i.severity == "error"]
+
+    assert errors({"path": "/api/v1/import/{name}", "auth": "token", "token": "${T}"}, {"T": "x" * 20}) == []
+    [msg] = errors({"path": "/api/flows"})
+    assert "path '/api/flows' belongs to the editor API; use a path under /api/v1/" in msg
+    [msg] = errors({"path": "/api/v1/x", "auth": "token"})
+    assert "auth: token needs a non-empty token (e.g. token: ${IMPORT_TOKEN})" in msg
+    [msg] = errors({"path": "/api/v1/x", "auth": "token", "token": "written-into-the-file"})
+    assert "secrets must not be written into flow files" in msg
+
+
+async def test_without_the_api_server_the_node_says_it_needs_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gc.collect()  # API apps of earlier tests are stopped; make sure none is counted
+    monkeypatch.setattr(nodes.http, "SERVER_GRACE", 0.2)
+    flow_dir = tmp_path / "flows"
+    flow_dir.mkdir()
+    (flow_dir / "imports.yaml").write_text(IMPORT_FLOW)
+    sup = Supervisor(
+        [flow_dir], data_dir=tmp_path / "data", registry=test_registry(), environ={"IMPORT_TOKEN": "t" * 16}
+    )
+    await sup.start()
+    try:
+        assert sup.engine is not None
+        rt = sup.engine.runtimes["import-in"]
+        await wait_until(lambda: rt.status.level == "error")
+        assert rt.status.text == (
+            "POST /api/v1/import/{name} is not served: http-in needs the editor API's HTTP server, "
+            "run klimaflow with --api HOST:PORT"
+        )
+    finally:
+        await sup.stop()
