@@ -76,3 +76,8 @@ def count(influx: InfluxDB, measurement: str, field_name: str, where: str = "") 
 def points(influx: InfluxDB, measurement: str, where: str = "") -> list[dict[str, Any]]:
     """Stored points (time in ns), oldest first."""
     return influx.rows(f'SELECT * FROM "{measurement}"' + (f" WHERE {where}" if where else ""), "klima")
+
+
+def long_shards(influx: InfluxDB, database: str = "klima") -> None:
+    """Year-long shard groups for historical imports (see docs/flows/groundwater.md)."""
+    influx.query(f'ALTER RETENTION POLICY "autogen" ON "{database}" SHARD DURATION 52w')
