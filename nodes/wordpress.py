@@ -126,6 +126,18 @@ class WordPressPostNode(Node):
         msg.release()
 
     async def stop(self) -> None:
-        """Give pending writes the engine's stop grace; unwritten ones stay unacknowledged."""
-        if self._futures:
-            await asyncio.wait(list(self._futures))
+        """Let pending writes finish, unless WordPress is unreachable: then stop at once.
+
+        Updates not written by then stay unacknowledged, so their sources deliver them again.
+        """
+        if not self._futures:
+            return
+        coalescer = self.conn.coalescer(self._retry)
+        while self._futures:
+            if coalescer.stalled:
+                self.log.warning(
+                    "WordPress is unreachable: %d update(s) not written; their messages stay unacknowledged",
+                    len(self._futures),
+                )
+                return
+            await asyncio.wait(list(self._futures), timeout=0.05)

@@ -1,6 +1,6 @@
 """``klimaflow wordpress push FILE.yaml [--dry-run]``: one upsert from the command line.
 
-The YAML file holds what a ``wordpress-post`` node's config holds (slug, type, title,
+The YAML file holds what a ``wordpress-post`` node's config holds (slug, post_type, title,
 template or template_file, excerpt, status, categories, tags, author, featured_image),
 plus ``connection`` (url, username, password: written as ``${ENV}`` or ``${file:...}``)
 and ``data``, the template variables. Relative paths are relative to the YAML file.

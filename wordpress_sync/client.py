@@ -29,6 +29,7 @@ import logging
 import mimetypes
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any, Literal
@@ -383,11 +384,13 @@ class WordPressClient:
         *,
         retry: RetryPolicy | None = None,
         interrupt: asyncio.Event | None = None,
+        on_retry: Callable[[float], None] | None = None,
     ) -> UpsertResult:
         """Create or update the post for ``spec.slug``, retrying transient failures.
 
         ``interrupt`` set while waiting to retry raises :class:`Superseded`: a newer version
-        is waiting, so this one is not worth writing any more.
+        is waiting, so this one is not worth writing any more. ``on_retry(delay)`` is called
+        before each wait.
         """
         policy = retry or self.retry
         started = time.monotonic()
@@ -409,6 +412,8 @@ class WordPressClient:
                         f"{exc}; gave up after {attempt} attempt(s) in {waited:.0f}s"
                     ) from exc
                 log.warning("%s; retrying %s %r in %.1fs", exc, spec.kind, spec.slug, delay)
+                if on_retry is not None:
+                    on_retry(delay)
                 if interrupt is None:
                     await asyncio.sleep(delay)
                 else:
@@ -540,10 +545,17 @@ class SlugCoalescer:
         self._interrupt: dict[tuple[str, str], asyncio.Event] = {}
         self._workers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._current: dict[tuple[str, str], _Slot] = {}
+        self._backoff_until: dict[tuple[str, str], float] = {}
 
     @property
     def busy(self) -> bool:
         return bool(self._workers)
+
+    @property
+    def stalled(self) -> bool:
+        """Every slug still to write is waiting to retry: WordPress is unreachable right now."""
+        now = time.monotonic()
+        return bool(self._workers) and all(self._backoff_until.get(k, 0.0) > now for k in self._workers)
 
     def submit(self, spec: PostSpec) -> asyncio.Future[UpsertResult]:
         key = (spec.kind, spec.slug)
@@ -567,8 +579,14 @@ class SlugCoalescer:
             while key in self._pending:
                 slot = self._current[key] = self._pending.pop(key)
                 interrupt = self._interrupt[key] = asyncio.Event()
+
+                def backoff(delay: float, key: tuple[str, str] = key) -> None:
+                    self._backoff_until[key] = time.monotonic() + delay
+
                 try:
-                    result = await self.client.upsert(slot.spec, retry=self.retry, interrupt=interrupt)
+                    result = await self.client.upsert(
+                        slot.spec, retry=self.retry, interrupt=interrupt, on_retry=backoff
+                    )
                 except Superseded:
                     newer = self._pending[key]
                     newer.waiters[:0] = slot.waiters
@@ -585,6 +603,7 @@ class SlugCoalescer:
                 if not latest.done():
                     latest.set_result(result)
         finally:
+            self._backoff_until.pop(key, None)
             self._current.pop(key, None)
             self._interrupt.pop(key, None)
             self._workers.pop(key, None)

@@ -99,7 +99,10 @@ class PostSettings(NodeConfig):
         description="Identifies the post: the same slug always updates the same post. A template is allowed "
         "(`messwerte-{{ payload.station }}`); the result is made a slug (lowercase, `ä` → `ae`)."
     )
-    type: PostKind = Field(default="post", description="Write a `post` or a `page`.")
+    post_type: PostKind = Field(
+        default="post",
+        description="Write a `post` or a `page` (not `type`: in a flow file that names the node type).",
+    )
     title: str = Field(description="Title; a template (values are HTML-escaped).")
     template: str | None = Field(
         default=None,
@@ -136,7 +139,7 @@ class PostSettings(NodeConfig):
     def _one_template(self) -> PostSettings:
         if (self.template is None) == (self.template_file is None):
             raise ValueError("give exactly one of `template` and `template_file`")
-        if self.type == "page" and (self.categories or self.tags):
+        if self.post_type == "page" and (self.categories or self.tags):
             raise ValueError("pages have no categories or tags in WordPress")
         return self
 
@@ -203,7 +206,7 @@ def render_spec(
         slug=slug,
         title=text("title") or "",
         content=text("content") or "",
-        kind=settings.type,
+        kind=settings.post_type,
         status=settings.status,
         excerpt=text("excerpt"),
         categories=tuple(settings.categories),

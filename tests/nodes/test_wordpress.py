@@ -11,7 +11,7 @@ import pytest
 from engine.message import Delivery, Message
 from tests.flowkit import FlowHarness, run_flow, validate_doc
 from tests.services.wordpress import WordPress
-from tests.wordpress_sync.helpers import new_slug, until
+from tests.wordpress_sync.helpers import PNG, new_slug, until
 
 CONTENT = """\
 <!-- wp:paragraph -->
@@ -93,14 +93,15 @@ async def test_updates_one_post_per_slug_and_sends_the_result(wordpress: WordPre
 
 async def test_a_reading_with_script_arrives_escaped(wordpress: WordPress, tmp_path: Path) -> None:
     slug = new_slug("xss")
-    doc = flow(wordpress, slug=slug, title="Station {{ payload.tags.station }}")
+    doc = flow(wordpress, "editor", slug=slug, title="Station {{ payload.tags.station }}", post_type="page")
     evil = reading('<script>alert("x")</script>', 1.0)
     evil["fields"]["temp"] = '<img src=x onerror="alert(1)">'
     doc["nodes"][0]["template"] = "<p>{{ payload.tags.station }} / {{ payload.fields.temp }}</p>"
-    async with run_flow(doc, environ=env(wordpress), data_dir=tmp_path) as h:
+    async with run_flow(doc, environ=env(wordpress, "editor"), data_dir=tmp_path) as h:
         await h.send("post", evil)
-        await outputs(h, "done", 1)
-    [post] = wordpress.posts(slug)
+        [done] = await outputs(h, "done", 1)
+    [post] = wordpress.posts(slug, "pages")
+    assert done.payload["type"] == "page"
     assert post["content"]["raw"] == (
         "<p>&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; / &lt;img src=x onerror=&#34;alert(1)&#34;&gt;</p>"
     )
@@ -207,3 +208,52 @@ def test_literal_password_and_bad_template_are_validation_errors(wordpress: Word
         "give exactly one of `template` and `template_file`" in i.format()
         for i in validate_doc(both, environ=env(wordpress))[1]
     )
+
+
+async def test_stopping_while_wordpress_is_down_leaves_the_message_unacknowledged(
+    wordpress: WordPress, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    station = new_slug("stopp")
+    delivery = Delivery()
+    wordpress.stop_web()
+    try:
+        with caplog.at_level(logging.WARNING, logger="klimaflow.wordpress"):
+            doc = flow(wordpress, retry_initial="100ms", retry_max="200ms")
+            async with run_flow(doc, environ=env(wordpress), data_dir=tmp_path, drain_timeout=0.5) as h:
+                await h.send("post", reading(station, 5.0), delivery=delivery)
+                delivery.release()
+                await until(lambda: any(station in r.message for r in caplog.records), what="a retry")
+    finally:
+        wordpress.start_web()
+    assert not delivery.settled  # the source will deliver it again
+    assert h.received("errors") == []
+    assert wordpress.posts(f"messwerte-{station}") == []
+
+
+async def test_featured_image_from_message_bytes(wordpress: WordPress, tmp_path: Path) -> None:
+    slug = new_slug("bild")
+    doc = flow(
+        wordpress,
+        slug=slug,
+        title="Karte",
+        template="<p>Karte</p>",
+        featured_image_property="image",
+        featured_image_name="karte.png",
+        categories=["Karten"],
+        tags=["Bad Belzig"],
+        status="draft",
+    )
+    async with run_flow(doc, environ=env(wordpress), data_dir=tmp_path) as h:
+        await h.send("post", None, image=PNG)
+        await h.send("post", None, image="/nonexistent/karte.png")
+        [done] = await outputs(h, "done", 1)
+        [failed] = await outputs(h, "errors", 1)
+    assert (
+        failed.meta["error"]["message"] == "featured image /nonexistent/karte.png: No such file or directory"
+    )
+    [post] = wordpress.posts(slug)
+    assert (done.payload["id"], post["status"]) == (post["id"], "draft")
+    media = wordpress.api("GET", f"/wp/v2/media/{post['featured_media']}", params={"context": "edit"})
+    assert media["mime_type"] == "image/png"
+    names = {t["name"] for t in wordpress.api("GET", "/wp/v2/tags", params={"include": post["tags"]})}
+    assert names == {"Bad Belzig"}

@@ -11,6 +11,11 @@ from tests.services.wordpress import WordPress
 from wordpress_sync.client import RetryPolicy, WordPressClient
 
 FAST_RETRY = RetryPolicy(initial=0.1, maximum=0.5, give_up_after=None)
+# A 1x1 PNG.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201a5c1d1a00000000049454e44ae426082"
+)
 
 
 def new_slug(prefix: str = "kf") -> str:

@@ -27,7 +27,7 @@ def write_push_file(tmp_path: Path, slug: str, **extra: str) -> Path:
         "  username: ${WP_USER}",
         "  password: ${file:wp-password}",
         f"slug: {slug}",
-        "type: page",
+        "post_type: page",
         'title: "Bodenfeuchte {{ station }}"',
         "template_file: seite.html.j2",
         "data:",

@@ -9,7 +9,7 @@ import pytest
 
 from tests.services._proc import free_port, port_open
 from tests.services.wordpress import WordPress
-from tests.wordpress_sync.helpers import FAST_RETRY, client, new_slug, until
+from tests.wordpress_sync.helpers import FAST_RETRY, PNG, client, new_slug, until
 from wordpress_sync.client import FeaturedImage, PostSpec, RetryPolicy, WordPressClient
 from wordpress_sync.errors import (
     ContentStripped,
@@ -20,11 +20,6 @@ from wordpress_sync.errors import (
 from wordpress_sync.render import compile_template, grafana_panel, grafana_url, render
 
 PANEL_URL = grafana_url("https://grafana.example.de", "klima-boden", 2, "bodenfeuchte")
-# A 1x1 PNG.
-PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201a5c1d1a00000000049454e44ae426082"
-)
 
 
 async def test_create_then_three_updates_leave_one_post_with_the_last_content(wordpress: WordPress) -> None:
