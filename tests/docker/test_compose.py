@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -599,6 +600,158 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
         check=False,
     )
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def _stage(name: str) -> list[Instruction]:
+    instructions = dockerfile_instructions()
+    starts = [i for i, ins in enumerate(instructions) if ins.keyword == "FROM"]
+    for a, b in zip(starts, [*starts[1:], len(instructions)], strict=True):
+        if instructions[a].args.split()[-1] == name:
+            return instructions[a:b]
+    raise AssertionError(f"no stage {name}")
+
+
+#: What the editor stage's build writes, in the emulated image build.
+FAKE_EDITOR_PAGE = "<title>klimaflow editor (image test)</title>"
+
+
+@pytest.fixture(scope="module")
+def image_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Python stage emulated: its COPY lines fill a build context (with what .dockerignore
+    leaves out left out; a COPY from the editor stage gets a stand-in page), pip builds the
+    wheel from it (as `pip install .` does in the image) and installs it into a directory."""
+    base = tmp_path_factory.mktemp("image")
+    src = base / "src"
+    src.mkdir()
+    patterns = dockerignore_patterns()
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        rel = Path(folder).relative_to(ROOT)
+        return [n for n in names if dockerignored((rel / n).as_posix(), patterns)]
+
+    for ins in _stage("python"):
+        if ins.keyword != "COPY":
+            continue
+        flags, words = split_flags(ins.args)
+        *sources, dest = words
+        if "from" in flags:
+            (src / dest).mkdir(parents=True)
+            (src / dest / "index.html").write_text(FAKE_EDITOR_PAGE, encoding="utf-8")
+            continue
+        for source in sources:
+            target = src / dest / Path(source).name if dest.endswith("/") else src / dest
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, ignore=ignore)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / source, target)
+    wheels = base / "wheels"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(src)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr
+    site = base / "site"
+    (wheel,) = wheels.glob("klimaflow-*.whl")
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-compile",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr
+    return site
+
+
+def test_the_image_installs_every_package_the_entry_points_name(image_site: Path) -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    targets = list(pyproject["project"]["scripts"].values())
+    for group in pyproject["project"]["entry-points"].values():
+        targets += list(group.values())
+    modules = sorted({t.split(":")[0] for t in targets})
+    missing = [m for m in modules if not (image_site / (m.replace(".", "/") + ".py")).is_file()]
+    assert missing == []
+    # Every package of the repository (a top-level directory with __init__.py) is in the image.
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
+    assert sorted(p for p in packages if not (image_site / p / "__init__.py").is_file()) == []
+
+
+def test_the_image_serves_the_editor_from_where_the_build_puts_it(image_site: Path, tmp_path: Path) -> None:
+    """The editor stage's output, carried by the wheel as package data: the Dockerfile's own
+    check passes on the installed copy, and that copy's API serves it at /editor/."""
+    (install_line,) = [i.args for i in _stage("python") if i.keyword == "RUN" and "pip install ." in i.args]
+    (check,) = re.findall(r"python -I -c '([^']+)'", install_line)
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(image_site),
+        "HOME": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert _module_origin(env, "editor_api") == str(image_site / "editor_api" / "__init__.py")
+    assert (image_site / "editor_api" / "static" / "index.html").read_text(
+        encoding="utf-8"
+    ) == FAKE_EDITOR_PAGE
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "idle.yaml").write_text(
+        "id: idle\nnodes:\n  - id: idle-tick\n    type: inject\n    wires: [idle-log]\n"
+        "  - id: idle-log\n    type: debug\n",
+        encoding="utf-8",
+    )
+    port = free_port()
+    log = (tmp_path / "run.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", str(flows), "--api", f"127.0.0.1:{port}", "--no-auth"],
+        cwd=tmp_path,
+        env={**env, "KLIMAFLOW_DATA": str(tmp_path / "data")},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: _ready(port) or proc.poll() is not None, 30, "klimaflow API", str(tmp_path / "run.log")
+        )
+        assert proc.poll() is None, (tmp_path / "run.log").read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/editor/", timeout=5) as resp:
+            assert resp.read().decode() == "<title>klimaflow editor (image test)</title>"
+        # And the engine that answered is the installed copy, not the checkout.
+        assert f"{image_site}/engine" in (tmp_path / "run.log").read_text() or _module_origin(
+            env, "engine"
+        ) == str(image_site / "engine" / "__init__.py")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(15)
+        log.close()
+
+
+def _module_origin(env: dict[str, str], module: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", f"import {module}; print({module}.__file__)"],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
 
 
 # -- what runs here for real --------------------------------------------------------------------
