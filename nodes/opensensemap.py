@@ -24,7 +24,8 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import math
-from typing import Any
+import time
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -108,6 +109,9 @@ class OpenSenseMapNode(Node):
     icon = "sensor"
     config: OpenSenseMapConfig
 
+    #: Wall clock for the one-month limit of ``from_date``; tests replace it to replay old data.
+    _now: ClassVar[Any] = staticmethod(time.time)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Newest timestamp (ns) emitted per sensor id, and its createdAt text.
@@ -155,7 +159,7 @@ class OpenSenseMapNode(Node):
             loc = None  # a box with a broken position still has good measurements
         readings: list[Reading] = []
         requests: list[dict[str, Any]] = []
-        floor = dt.datetime.now(dt.UTC) - MAX_WINDOW
+        floor = dt.datetime.fromtimestamp(self._now(), dt.UTC) - MAX_WINDOW
         for index, sensor in enumerate(box["sensors"], start=1):
             sensor_id = _text(sensor.get("_id")) if isinstance(sensor, dict) else ""
             if not sensor_id:
