@@ -209,3 +209,35 @@ async def test_update_while_wordpress_is_down_arrives_after_restart(
     assert (updated.action, updated.id) == ("updated", created.id)
     [post] = wordpress.posts(slug)
     assert post["content"]["raw"] == "<p>2</p>"
+
+
+async def test_a_wordpress_that_accepts_but_never_answers_is_retried_then_reported() -> None:
+    hung: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hung.append(writer)  # read nothing, answer nothing: a WordPress stuck in PHP
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        retry = RetryPolicy(initial=0.05, maximum=0.1, give_up_after=0.6)
+        async with WordPressClient(f"http://127.0.0.1:{port}", "a", "b", timeout=0.2, retry=retry) as wp:
+            with pytest.raises(WordPressUnavailable) as caught:
+                await wp.upsert(PostSpec(slug="x", title="x", content="x"))
+    finally:
+        for w in hung:
+            w.close()
+        server.close()
+        await server.wait_closed()
+    assert str(caught.value).startswith(
+        f"WordPress at http://127.0.0.1:{port} did not answer in time (ReadTimeout); gave up after "
+    )
+    assert len(hung) >= 2  # it was retried
+
+
+async def test_author_by_user_slug(wordpress: WordPress) -> None:
+    slug = new_slug()
+    async with client(wordpress) as wp:
+        await wp.upsert(PostSpec(slug=slug, title="x", content="x", author="editor"))
+    [post] = wordpress.posts(slug)
+    assert post["author"] == wordpress.users["editor"].id
