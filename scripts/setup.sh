@@ -81,10 +81,11 @@ if command -v npm >/dev/null 2>&1; then
     fi
     build_stamp=$(cd editor && find src build.mjs tsconfig.json package-lock.json -type f -print0 | sort -z |
         xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
-    if [[ ! -f editor/dist/index.html || ! -f editor/dist/.klimaflow-build || $(cat editor/dist/.klimaflow-build) != "$build_stamp" ]]; then
-        say "building the visual editor (editor/dist)"
+    # Built into the package (editor_api/static/), so `pip wheel .` ships it as package data.
+    if [[ ! -f editor_api/static/index.html || ! -f editor_api/static/.klimaflow-build || $(cat editor_api/static/.klimaflow-build) != "$build_stamp" ]]; then
+        say "building the visual editor (editor_api/static)"
         (cd editor && npm run --silent build)
-        printf '%s' "$build_stamp" >editor/dist/.klimaflow-build
+        printf '%s' "$build_stamp" >editor_api/static/.klimaflow-build
     fi
 else
     say "npm not found: the visual editor is not built (install Node.js 20 and npm)"

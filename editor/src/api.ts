@@ -17,6 +17,7 @@ export interface JsonSchema {
   description?: string;
   default?: unknown;
   enum?: unknown[];
+  const?: unknown;
   format?: string;
   writeOnly?: boolean;
   properties?: Record<string, JsonSchema>;
@@ -28,6 +29,14 @@ export interface JsonSchema {
   $defs?: Record<string, JsonSchema>;
   minimum?: number;
   maximum?: number;
+  "x-klimaflow-connection"?: string;
+}
+
+export interface ConnectionType {
+  type: string;
+  summary: string;
+  description: string;
+  config_schema: JsonSchema;
 }
 
 export type Wires = string[] | Record<string, string[]>;
@@ -59,6 +68,7 @@ export interface Issue {
   severity: string;
   message: string;
   node: string | null;
+  connection?: string | null;
   field: string | null;
 }
 
@@ -104,7 +114,7 @@ export async function login(username: string, password: string): Promise<string>
 
 export const listFlows = () => call<{ revision: string; flows: FlowView[] }>("GET", "/api/flows");
 export const getFlow = (id: string) => call<FlowView & { revision: string }>("GET", `/api/flows/${encodeURIComponent(id)}`);
-export const nodeTypes = () => call<{ nodes: NodeType[] }>("GET", "/api/nodes");
+export const nodeTypes = () => call<{ nodes: NodeType[]; connections: ConnectionType[] }>("GET", "/api/nodes");
 export const getLayout = (id: string) =>
   call<{ positions: Record<string, Position> }>("GET", `/api/flows/${encodeURIComponent(id)}/layout`);
 export const putLayout = (id: string, positions: Record<string, Position>) =>
@@ -113,11 +123,12 @@ export const inject = (nodeId: string) => call("POST", `/api/inject/${encodeURIC
 export const status = () =>
   call<{ nodes: { id: string; flow: string; status: { level: string; text: string } }[] }>("GET", "/api/status");
 
-export const deploy = (revision: string, doc: FlowDocument) =>
+/** `flowId` is the running flow's id: a document with another id renames it in place. */
+export const deploy = (revision: string, flowId: string, doc: FlowDocument) =>
   call<{ ok: boolean; revision: string; result: { diff?: Record<string, unknown> } }>("POST", "/api/deploy", {
     revision,
     mode: "modified",
-    flows: [{ id: doc.id, document: doc }],
+    flows: [{ id: flowId, document: doc }],
   });
 
 export function events(): EventSource {

@@ -33,6 +33,16 @@ function unwrapOptional(schema: JsonSchema, root: JsonSchema): JsonSchema {
 export const isSecret = (s: JsonSchema): boolean =>
   s.writeOnly === true || s.format === "password" || (s.anyOf ?? []).some((o) => isSecret(o));
 
+/** What a form needs from the flow it edits: the connections a node's field may name. */
+let datalists = 0;
+
+export const formContext = {
+  connections: (_type: string): string[] => [],
+};
+
+/** `${NAME}`, `${NAME:-default}` or `${file:/path}`: how a secret is written in a flow. */
+export const isReference = (v: string): boolean => /^\$\{[^}]+\}$/.test(v.trim());
+
 function isDuration(s: JsonSchema): boolean {
   return (s.anyOf ?? []).some((o) => o.type === "number") && (s.anyOf ?? []).some((o) => o.type === "string");
 }
@@ -40,9 +50,34 @@ function isDuration(s: JsonSchema): boolean {
 function field(schema: JsonSchema, root: JsonSchema, value: unknown): Field {
   const s = unwrapOptional(schema, root);
   if (isSecret(schema)) {
-    // Never echo what the flow holds (an ${ENV} reference at most): empty keeps it as it is.
-    const input = h("input", { type: "password", autocomplete: "new-password", placeholder: value ? "unchanged" : "" });
+    // A flow holds a secret only as a ${VAR} / ${file:...} reference: that is shown and edited.
+    // Anything else (a literal the API would refuse, or a masked value) is never echoed: left
+    // empty, the field keeps what the flow has.
+    const ref = typeof value === "string" && isReference(value) ? value : "";
+    const input = h("input", { type: "text", value: ref, autocomplete: "off", className: "secret" });
+    input.placeholder = value && !ref ? "unchanged (set a ${VAR} reference)" : "${VAR} or ${file:/path}";
     return { element: input, read: () => (input.value ? input.value : value) };
+  }
+  const connectionType = s["x-klimaflow-connection"];
+  if (typeof connectionType === "string") {
+    // A node's broker/server: offered the flow's connections of that type, while anything
+    // else can still be typed (a connection added later, a ${VAR}).
+    const names = formContext.connections(connectionType);
+    const list = h("datalist", { id: `kf-connections-${++datalists}` });
+    for (const name of names) list.append(h("option", { value: name }));
+    const input = h("input", { type: "text", value: typeof value === "string" ? value : "", placeholder: names.join(", ") });
+    input.setAttribute("list", list.id);
+    const box = h("span", { className: "connection-choice" });
+    box.append(input, list);
+    return {
+      element: box,
+      read: () => (input.value ? input.value : undefined),
+    };
+  }
+  if (s.const !== undefined) {
+    // A variant's tag (e.g. a switch rule's `op: between`): fixed by the variant chosen.
+    const tag = h("output", { textContent: String(s.const) });
+    return { element: tag, read: () => s.const };
   }
   if (s.enum) {
     const select = h("select");
@@ -75,7 +110,9 @@ function field(schema: JsonSchema, root: JsonSchema, value: unknown): Field {
   }
   if (s.type === "array" && s.items) return listField(s.items, root, Array.isArray(value) ? value : []);
   if (s.type === "object" && s.properties) return objectField(s, root, (value ?? {}) as Record<string, unknown>);
-  // Anything else (free-form payloads, alternatives): edited as JSON.
+  const options = s.oneOf ?? s.anyOf;
+  if (options && options.length > 1) return variantField(options, root, value);
+  // Anything else (free-form payloads): edited as JSON.
   const area = h("textarea", { rows: 3, value: value === undefined ? "" : JSON.stringify(value, null, 1) });
   return {
     element: area,
@@ -93,15 +130,36 @@ function field(schema: JsonSchema, root: JsonSchema, value: unknown): Field {
 function listField(items: JsonSchema, root: JsonSchema, values: unknown[]): Field {
   const box = h("div", { className: "list" });
   const rows: { row: HTMLElement; f: Field }[] = [];
+  const button = (action: string, text: string, title: string, onclick: () => void) => {
+    const b = h("button", { type: "button", textContent: text, title });
+    b.dataset.action = action;
+    b.onclick = onclick;
+    return b;
+  };
+  /** Swaps the row at i with its neighbour at i + step, on screen and in reading order. */
+  const move = (row: HTMLElement, step: number) => {
+    const i = rows.findIndex((r) => r.row === row);
+    const j = i + step;
+    if (i < 0 || j < 0 || j >= rows.length) return;
+    [rows[i], rows[j]] = [rows[j], rows[i]];
+    for (const r of rows) box.insertBefore(r.row, addButton);
+  };
   const add = (v: unknown) => {
     const f = field(items, root, v);
     const row = h("div", { className: "list-item" });
-    const remove = h("button", { type: "button", textContent: "−", title: "Remove" });
-    remove.onclick = () => {
-      row.remove();
-      rows.splice(rows.findIndex((r) => r.row === row), 1);
-    };
-    row.append(f.element, remove);
+    const tools = h("span", { className: "list-tools" });
+    tools.append(
+      button("up", "↑", "Move this item up", () => move(row, -1)),
+      button("down", "↓", "Move this item down", () => move(row, 1)),
+      button("remove", "−", "Remove this item", () => {
+        row.remove();
+        rows.splice(
+          rows.findIndex((r) => r.row === row),
+          1,
+        );
+      }),
+    );
+    row.append(f.element, tools);
     box.insertBefore(row, addButton);
     rows.push({ row, f });
   };
@@ -110,6 +168,84 @@ function listField(items: JsonSchema, root: JsonSchema, values: unknown[]): Fiel
   box.append(addButton);
   values.forEach(add);
   return { element: box, read: () => rows.map((r) => r.f.read()).filter((v) => v !== undefined) };
+}
+
+/** Which JSON type a value has, in JSON Schema's words. */
+function jsonType(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "array";
+  if (Number.isInteger(v)) return "integer";
+  return typeof v;
+}
+
+function typeFits(s: JsonSchema, v: unknown): boolean {
+  if (s.type === undefined) return true;
+  const types = Array.isArray(s.type) ? s.type : [s.type];
+  const t = jsonType(v);
+  return types.includes(t) || (t === "integer" && types.includes("number"));
+}
+
+/** How well a value fits a variant: -1 not at all, else more for more of its keys and tags named. */
+function fit(s: JsonSchema, v: unknown): number {
+  if (s.const !== undefined) return JSON.stringify(s.const) === JSON.stringify(v) ? 1 : -1;
+  if (!typeFits(s, v)) return -1;
+  if (!s.properties || typeof v !== "object" || v === null || Array.isArray(v)) return 0;
+  const obj = v as Record<string, unknown>;
+  if ((s.required ?? []).some((k) => !(k in obj))) return -1;
+  let score = 0;
+  for (const [k, x] of Object.entries(obj)) {
+    const prop = s.properties[k];
+    if (!prop) return -1;
+    if (prop.const !== undefined && JSON.stringify(prop.const) !== JSON.stringify(x)) return -1;
+    if (prop.enum && !prop.enum.some((e) => JSON.stringify(e) === JSON.stringify(x))) return -1;
+    score += prop.const !== undefined || prop.enum ? 2 : 1;
+  }
+  return score;
+}
+
+/** A variant's name in the selector: its title, its tag (`op: between`), else its type. */
+function variantName(s: JsonSchema): string {
+  const tag = Object.entries(s.properties ?? {}).find(([, p]) => p.const !== undefined);
+  if (tag) return `${tag[0]}: ${String(tag[1].const)}`;
+  if (s.title) return s.title.replace(/Rule$/, "").replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
+  if (s.type === "null") return "(none)";
+  return Array.isArray(s.type) ? s.type.join("/") : (s.type ?? "value");
+}
+
+/** A `oneOf`/`anyOf` property: a selector for the variant and that variant's own form. Switching
+ * variant carries over the values the two have in common (e.g. a switch rule's port). */
+function variantField(options: JsonSchema[], root: JsonSchema, value: unknown): Field {
+  const variants = options.map((o) => resolve(o, root));
+  const box = h("div", { className: "variant" });
+  const select = h("select", { className: "variant-select" });
+  variants.forEach((v, i) => select.append(h("option", { value: String(i), textContent: variantName(v) })));
+  const body = h("div", { className: "variant-body" });
+  box.append(select, body);
+  let current: Field;
+  const show = (i: number, v: unknown) => {
+    const chosen = variants[i];
+    current = chosen.type === "null" ? { element: h("span"), read: () => null } : field(chosen, root, v);
+    body.replaceChildren(current.element);
+  };
+  let best = 0;
+  if (value !== undefined) {
+    const scores = variants.map((v) => fit(v, value));
+    best = Math.max(0, scores.indexOf(Math.max(...scores)));
+  }
+  select.value = String(best);
+  show(best, value);
+  select.onchange = () => {
+    const was = current.read();
+    const chosen = variants[Number(select.value)];
+    let carried: unknown;
+    if (chosen.properties && typeof was === "object" && was !== null && !Array.isArray(was)) {
+      carried = Object.fromEntries(
+        Object.entries(was).filter(([k]) => k in (chosen.properties ?? {}) && chosen.properties?.[k].const === undefined),
+      );
+    } else if (typeFits(chosen, was) && chosen.type !== undefined) carried = was;
+    show(Number(select.value), carried);
+  };
+  return { element: box, read: () => current.read() };
 }
 
 export interface ObjectField extends Field {

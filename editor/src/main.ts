@@ -3,8 +3,10 @@ import "drawflow/dist/drawflow.min.css";
 import "./style.css";
 import Drawflow from "drawflow";
 import * as api from "./api";
-import type { FlowDocument, FlowNode, Issue, NodeType, Position } from "./api";
-import { objectField } from "./form";
+import type { ConnectionType, FlowDocument, FlowNode, Issue, JsonSchema, NodeType, Position } from "./api";
+import { formContext, objectField } from "./form";
+import { merge } from "./merge";
+import type { Merge, Side } from "./merge";
 import { NODE_HEIGHT, autoLayout, setWires, wiresOf } from "./layout";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -17,7 +19,12 @@ interface Snapshot {
 
 const state = {
   types: new Map<string, NodeType>(),
+  connectionTypes: new Map<string, ConnectionType>(),
   doc: null as FlowDocument | null,
+  /** The running flow's id (the document's may be edited: deploying renames the flow). */
+  flowId: "",
+  /** The flow as it was loaded or last deployed: the base of a merge after a conflict. */
+  base: null as FlowDocument | null,
   revision: "",
   positions: {} as Record<string, Position>,
   undo: [] as Snapshot[],
@@ -231,39 +238,200 @@ function deleteSelected(): void {
 
 // -- node form ---------------------------------------------------------------------------------
 
+/** Fills the one dialog with a heading, form parts and Cancel/Apply; `apply` runs on Apply. */
+function openDialog(title: string, parts: HTMLElement[], apply: () => void, extra: HTMLButtonElement[] = []): void {
+  const dialog = $<HTMLDialogElement>("node-dialog");
+  const form = $<HTMLFormElement>("node-form");
+  form.replaceChildren();
+  const heading = document.createElement("h2");
+  heading.textContent = title;
+  const buttons = document.createElement("menu");
+  buttons.innerHTML = `<button value="cancel" type="button">Cancel</button> <button value="ok" class="primary">Apply</button>`;
+  (buttons.firstElementChild as HTMLButtonElement).onclick = () => dialog.close();
+  buttons.prepend(...extra);
+  form.append(heading, ...parts, buttons);
+  form.onsubmit = (e) => {
+    e.preventDefault();
+    apply();
+    dialog.close();
+  };
+  dialog.showModal();
+}
+
 function openForm(nodeId: string): void {
   const node = nodeById(nodeId);
   if (!node) return;
   const type = state.types.get(node.type);
   const schema = type?.config_schema ?? { properties: {} };
-  const dialog = $<HTMLDialogElement>("node-dialog");
-  const form = $<HTMLFormElement>("node-form");
-  form.replaceChildren();
-  const heading = document.createElement("h2");
-  heading.textContent = `${node.id} (${node.type})`;
   const nameSchema = { type: "object", properties: { name: { type: "string", title: "Name", description: "Shown on the box." } } };
   const common = objectField(nameSchema, nameSchema, node);
   const config = objectField(schema, schema, node);
   for (const issue of state.issues.filter((i) => i.node === node.id && i.field)) {
     config.showError(issue.field ?? "", issue.message);
   }
-  const buttons = document.createElement("menu");
-  buttons.innerHTML = `<button value="cancel" type="button">Cancel</button> <button value="ok" class="primary">Apply</button>`;
-  (buttons.firstElementChild as HTMLButtonElement).onclick = () => dialog.close();
-  form.append(heading, common.element, config.element, buttons);
-  form.onsubmit = (e) => {
-    e.preventDefault();
+  openDialog(`${node.id} (${node.type})`, [common.element, config.element], () => {
     remember();
-    const { id, type: t, wires, ...rest } = node;
-    void rest;
+    const { id, type: t, wires } = node;
     const fresh: FlowNode = { id, type: t, ...common.read(), ...config.read() };
     if (wires) fresh.wires = wires;
     const doc = state.doc;
     if (doc) doc.nodes = doc.nodes.map((n) => (n.id === id ? fresh : n));
-    dialog.close();
     render();
+  });
+}
+
+// -- connections and flow settings -------------------------------------------------------------
+
+type Connections = Record<string, Record<string, unknown>>;
+
+function connectionsOf(doc: FlowDocument): Connections {
+  return (doc.connections ?? {}) as Connections;
+}
+
+formContext.connections = (type) =>
+  Object.entries(state.doc ? connectionsOf(state.doc) : {})
+    .filter(([, c]) => c.type === type)
+    .map(([name]) => name);
+
+function renderConnections(): void {
+  const list = $("connections");
+  list.replaceChildren();
+  for (const [name, conn] of Object.entries(state.doc ? connectionsOf(state.doc) : {})) {
+    const li = document.createElement("li");
+    li.dataset.connection = name;
+    li.append(Object.assign(document.createElement("b"), { textContent: name }), ` ${String(conn.type)}`);
+    const issue = state.issues.find((i) => i.connection === name);
+    if (issue) {
+      li.classList.add("invalid");
+      li.title = issue.message;
+    }
+    li.onclick = () => openConnection(name);
+    list.append(li);
+  }
+}
+
+/** Node config fields that name a connection of `type` (for renaming it everywhere). */
+function connectionFields(node: FlowNode, type: string): string[] {
+  const props = state.types.get(node.type)?.config_schema.properties ?? {};
+  return Object.entries(props)
+    .filter(([, p]) => p["x-klimaflow-connection"] === type)
+    .map(([k]) => k);
+}
+
+function openConnection(name: string, created?: Record<string, unknown>): void {
+  const doc = state.doc;
+  if (!doc) return;
+  const conn = created ?? connectionsOf(doc)[name];
+  if (!conn) return;
+  const type = String(conn.type);
+  const schema: JsonSchema = state.connectionTypes.get(type)?.config_schema ?? { properties: {} };
+  const nameSchema: JsonSchema = {
+    type: "object",
+    required: ["name"],
+    properties: { name: { type: "string", title: "Name", description: "Nodes name the connection by this." } },
   };
-  dialog.showModal();
+  const naming = objectField(nameSchema, nameSchema, { name });
+  const config = objectField(schema, schema, conn);
+  for (const issue of state.issues.filter((i) => i.connection === name && i.field)) config.showError(issue.field ?? "", issue.message);
+  const remove = Object.assign(document.createElement("button"), { type: "button", textContent: "Delete connection", className: "danger" });
+  remove.onclick = () => {
+    remember();
+    const conns = { ...connectionsOf(doc) };
+    delete conns[name];
+    doc.connections = conns;
+    $<HTMLDialogElement>("node-dialog").close();
+    renderConnections();
+  };
+  openDialog(`Connection ${name} (${type})`, [naming.element, config.element], () => {
+    remember();
+    const newName = String(naming.read().name ?? name).trim() || name;
+    // Rebuilt in the same order, under the new name where it was renamed.
+    const conns: Connections = {};
+    for (const [k, v] of Object.entries(connectionsOf(doc))) conns[k === name ? newName : k] = k === name ? { type, ...config.read() } : v;
+    if (!(name in conns) && !(newName in conns)) conns[newName] = { type, ...config.read() };
+    doc.connections = conns;
+    if (newName !== name) {
+      for (const node of doc.nodes) for (const f of connectionFields(node, type)) if (node[f] === name) node[f] = newName;
+    }
+    renderConnections();
+  }, created ? [] : [remove]);
+}
+
+function addConnection(type: string): void {
+  const doc = state.doc;
+  if (!doc || !state.connectionTypes.has(type)) return;
+  const taken = connectionsOf(doc);
+  let n = 1;
+  while (`${type}-${n}` in taken) n++;
+  openConnection(`${type}-${n}`, { type });
+}
+
+function openSettings(): void {
+  const doc = state.doc;
+  if (!doc) return;
+  const schema: JsonSchema = {
+    type: "object",
+    required: ["id"],
+    properties: {
+      id: { type: "string", title: "Id", description: "The flow's id: letters, digits and _ . : - (changing it renames the flow)." },
+      label: { type: "string", title: "Label", description: "Shown in the list of flows." },
+      description: { type: "string", title: "Description", description: "What the flow does, for the next person." },
+    },
+  };
+  const main = objectField(schema, schema, doc);
+  const description = main.element.querySelector<HTMLElement>("[data-field=description] input");
+  const area = Object.assign(document.createElement("textarea"), { rows: 4, name: "description", value: String(doc.description ?? "") });
+  description?.replaceWith(area);
+  const env = envEditor((doc.env ?? {}) as Record<string, unknown>);
+  openDialog(`Flow ${state.flowId}`, [main.element, env.element], () => {
+    remember();
+    const { id, label } = main.read();
+    const text = area.value.trim();
+    const fresh: FlowDocument = { ...doc, id: typeof id === "string" && id ? id : doc.id };
+    if (typeof label === "string" && label) fresh.label = label;
+    else delete fresh.label;
+    if (text) fresh.description = area.value;
+    else delete fresh.description;
+    const vars = env.read();
+    if (Object.keys(vars).length) fresh.env = vars;
+    else delete fresh.env;
+    state.doc = fresh;
+    $("flow-title").textContent = `${fresh.label ?? fresh.id}${fresh.id !== state.flowId ? ` (renamed from ${state.flowId})` : ""}`;
+  });
+}
+
+/** The flow's `env`: rows of NAME = value; a value that was a number or boolean stays one. */
+function envEditor(values: Record<string, unknown>): { element: HTMLElement; read(): Record<string, unknown> } {
+  const box = Object.assign(document.createElement("fieldset"), { className: "env" });
+  box.append(Object.assign(document.createElement("legend"), { textContent: "Environment (env): variables for ${NAME}" }));
+  const rows: { row: HTMLElement; key: HTMLInputElement; value: HTMLInputElement; was: unknown }[] = [];
+  const add = (key: string, value: unknown) => {
+    const row = document.createElement("div");
+    row.className = "env-row";
+    const k = Object.assign(document.createElement("input"), { value: key, placeholder: "NAME", className: "env-name" });
+    const v = Object.assign(document.createElement("input"), { value: value === undefined ? "" : String(value), placeholder: "value", className: "env-value" });
+    const remove = Object.assign(document.createElement("button"), { type: "button", textContent: "−", title: "Remove this variable" });
+    remove.onclick = () => {
+      row.remove();
+      rows.splice(rows.findIndex((r) => r.row === row), 1);
+    };
+    row.append(k, " = ", v, remove);
+    box.insertBefore(row, addButton);
+    rows.push({ row, key: k, value: v, was: value });
+  };
+  const addButton = Object.assign(document.createElement("button"), { type: "button", textContent: "+ variable", className: "add" });
+  addButton.onclick = () => add("", undefined);
+  box.append(addButton);
+  for (const [k, v] of Object.entries(values)) add(k, v);
+  return {
+    element: box,
+    read: () =>
+      Object.fromEntries(
+        rows
+          .filter((r) => r.key.value.trim())
+          .map((r) => [r.key.value.trim(), r.was !== undefined && String(r.was) === r.value.value ? r.was : r.value.value]),
+      ),
+  };
 }
 
 $("canvas").addEventListener("dblclick", (e) => {
@@ -308,9 +476,11 @@ async function deploy(): Promise<void> {
   if (!doc) return;
   showResult("Deploying…", "info");
   try {
-    const res = await api.deploy(state.revision, doc);
+    const res = await api.deploy(state.revision, state.flowId, doc);
     state.revision = res.revision;
     state.issues = [];
+    state.base = clone(doc);
+    if (doc.id !== state.flowId) renamed(state.flowId, doc);
     const diff = res.result.diff ?? {};
     const parts = Object.entries(diff)
       .filter(([, v]) => Array.isArray(v) && v.length > 0)
@@ -318,20 +488,100 @@ async function deploy(): Promise<void> {
     showResult(`Deployed (revision ${res.revision.slice(0, 12)})`, "ok", parts.length ? parts : ["no changes"]);
   } catch (e) {
     if (!(e instanceof api.HttpError)) throw e;
-    if (e.status === 409) {
+    if (e.status === 409 && typeof e.body.revision === "string") {
       showResult(
-        `Conflict: revision ${String(e.body.revision).slice(0, 12)} is running, your edit started from ` +
-          `${String(e.body.base_revision).slice(0, 12)}. Reload the flow and apply your edit again.`,
+        `Conflict: someone deployed revision ${String(e.body.revision).slice(0, 12)} since your edit started ` +
+          `(from ${String(e.body.base_revision).slice(0, 12)}).`,
         "error",
       );
+      const button = Object.assign(document.createElement("button"), {
+        id: "merge",
+        textContent: "Reload the running flow and re-apply my edits",
+      });
+      button.onclick = () => void reloadAndMerge();
+      $("result").append(button);
     } else if (e.status === 422) {
       state.issues = ((e.body.issues ?? []) as Issue[]).filter((i) => i.severity === "error");
-      showResult("Refused: nothing was deployed", "error", state.issues.map((i) => `${i.node ?? ""} ${i.field ?? ""}: ${i.message}`));
+      showResult("Refused: nothing was deployed", "error", state.issues.map((i) => `${i.node ?? i.connection ?? ""} ${i.field ?? ""}: ${i.message}`));
     } else {
       showResult(`Deploy failed: ${e.message}`, "error");
     }
   }
   showIssues();
+  renderConnections();
+}
+
+/** The flow list and the address follow a flow renamed by a deploy. */
+function renamed(oldId: string, doc: FlowDocument): void {
+  const li = document.querySelector<HTMLElement>(`#flows li[data-flow-id="${CSS.escape(oldId)}"]`);
+  if (li) {
+    li.dataset.flowId = doc.id;
+    li.textContent = doc.label ?? doc.id;
+    li.onclick = () => void openFlow(doc.id);
+  }
+  state.flowId = doc.id;
+  $("flow-title").textContent = doc.label ?? doc.id;
+  location.hash = `flow=${encodeURIComponent(doc.id)}`;
+}
+
+/** After a conflict: the running flow, this tab's edits laid over it (a three-way merge by node),
+ * the conflicts for the person to decide, then a deploy against the running revision. */
+async function reloadAndMerge(): Promise<void> {
+  const local = state.doc;
+  const base = state.base;
+  if (!local || !base) return;
+  const remote = await api.getFlow(state.flowId);
+  const m = merge(base, local, remote.document);
+  const apply = (choices: Record<string, Side>) => {
+    remember();
+    state.doc = m.result(choices);
+    state.base = clone(remote.document);
+    state.revision = remote.revision;
+    state.positions = autoLayout(state.doc.nodes, state.positions, heightOf);
+    render();
+    renderConnections();
+    void deploy();
+  };
+  if (m.conflicts.length === 0) apply({});
+  else openConflicts(m, apply);
+}
+
+function describe(v: unknown): string {
+  return v === undefined ? "(deleted)" : JSON.stringify(v, null, 1);
+}
+
+function openConflicts(m: Merge, apply: (choices: Record<string, Side>) => void): void {
+  const intro = Object.assign(document.createElement("p"), {
+    textContent:
+      "Both you and the running flow changed these. Everything else is merged: your changes where only you " +
+      "changed something, the running flow's where only it did. Choose, then the result is deployed.",
+  });
+  const table = document.createElement("div");
+  table.className = "conflicts";
+  for (const c of m.conflicts) {
+    const row = document.createElement("fieldset");
+    row.className = "conflict";
+    row.dataset.key = c.key;
+    row.append(Object.assign(document.createElement("legend"), { textContent: c.key.replace(":", " ") }));
+    for (const side of ["local", "remote"] as const) {
+      const label = document.createElement("label");
+      const radio = Object.assign(document.createElement("input"), { type: "radio", name: c.key, value: side, checked: side === "local" });
+      const pre = Object.assign(document.createElement("pre"), { textContent: describe(c[side]) });
+      label.append(radio, side === "local" ? " mine" : " running", pre);
+      row.append(label);
+    }
+    table.append(row);
+  }
+  openDialog(`${m.conflicts.length} conflict${m.conflicts.length === 1 ? "" : "s"}`, [intro, table], () => {
+    const choices: Record<string, Side> = {};
+    for (const c of m.conflicts) {
+      const checked = table.querySelector<HTMLInputElement>(`input[name="${CSS.escape(c.key)}"]:checked`);
+      choices[c.key] = checked?.value === "remote" ? "remote" : "local";
+    }
+    apply(choices);
+  });
+  const ok = $("node-form").querySelector<HTMLButtonElement>("button.primary");
+  if (ok) ok.textContent = "Merge and deploy";
 }
 
 // -- flows, palette, live events ---------------------------------------------------------------
@@ -340,6 +590,8 @@ async function openFlow(id: string): Promise<void> {
   const [flow, layout] = await Promise.all([api.getFlow(id), api.getLayout(id)]);
   state.doc = clone(flow.document);
   state.doc.nodes ??= [];
+  state.base = clone(state.doc);
+  state.flowId = flow.id;
   state.revision = flow.revision;
   state.positions = autoLayout(state.doc.nodes, layout.positions, heightOf);
   state.undo = [];
@@ -349,6 +601,7 @@ async function openFlow(id: string): Promise<void> {
   document.querySelectorAll("#flows li").forEach((li) => li.classList.toggle("current", li.textContent === (flow.label ?? flow.id)));
   location.hash = `flow=${encodeURIComponent(id)}`;
   render();
+  renderConnections();
   fitView();
   const st = await api.status();
   for (const n of st.nodes) if (n.flow === id) setStatus(n.id, n.status.level, n.status.text);
@@ -433,7 +686,11 @@ function listen(): void {
 async function start(): Promise<void> {
   const [flows, types] = await Promise.all([api.listFlows(), api.nodeTypes()]);
   for (const t of types.nodes) state.types.set(t.type, t);
+  for (const t of types.connections) state.connectionTypes.set(t.type, t);
   renderPalette(types.nodes);
+  const adder = $<HTMLSelectElement>("add-connection");
+  adder.replaceChildren(Object.assign(document.createElement("option"), { value: "", textContent: "+ connection…" }));
+  for (const t of types.connections) adder.append(Object.assign(document.createElement("option"), { value: t.type, textContent: t.type, title: t.summary }));
   const list = $("flows");
   list.replaceChildren();
   for (const f of flows.flows) {
@@ -474,7 +731,17 @@ $("logout").onclick = () => {
   api.token.clear();
   location.reload();
 };
-$("undo").onclick = undo;
+$("undo").onclick = () => {
+  undo();
+  renderConnections();
+};
+$("settings").onclick = openSettings;
+$<HTMLSelectElement>("add-connection").onchange = (e) => {
+  const select = e.target as HTMLSelectElement;
+  const type = select.value;
+  select.value = "";
+  addConnection(type);
+};
 $("delete").onclick = deleteSelected;
 $("fit").onclick = fitView;
 $("deploy").onclick = () => void deploy();
