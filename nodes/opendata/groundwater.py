@@ -32,7 +32,14 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from nodes.opendata._base import FileInfo, FileParserNode, ParserConfig, Rejection
-from nodes.opendata._text import csv_lines, fit_fields, header_key, parse_german_date, parse_number
+from nodes.opendata._text import (
+    csv_lines,
+    fit_fields,
+    header_key,
+    header_names,
+    parse_german_date,
+    parse_number,
+)
 from nodes.ttn import FieldValue, Reading
 
 _STATION_FILE = re.compile(
@@ -41,6 +48,7 @@ _STATION_FILE = re.compile(
 )
 _LEADING_ID = re.compile(r"^(\d+)(?=[,._\s-]|$)")
 HEADER = ("Datum", "Präfix", "Wasserstand(GOK) [cm u. GOK]", "Hinweise")
+_LEVEL_HEADER = re.compile(r"^wasserstand\s*\(gok\)\s*\[\s*cm\s+u\.?\s*gok\s*\]$")
 
 
 class GroundwaterConfig(ParserConfig):
@@ -89,6 +97,16 @@ def station_of(file: FileInfo) -> Station | Rejection:
     return Station(m.group("id"), lat, lon)
 
 
+def header_fits(names: list[str]) -> bool:
+    """Four columns, ``Datum`` first and the level in cm below ground third.
+
+    ``Präfix`` and ``Hinweise`` are not compared: their spelling depends on the encoding
+    (and on the portal's mood), their position is what matters.
+    """
+    keys = [header_key(n) for n in names]
+    return len(keys) == 4 and keys[0] == "datum" and _LEVEL_HEADER.match(keys[2]) is not None
+
+
 class GroundwaterCsvNode(FileParserNode):
     """Groundwater levels (APW Brandenburg) from a station's CSV file into readings."""
 
@@ -107,10 +125,8 @@ class GroundwaterCsvNode(FileParserNode):
         if header is None:
             yield Rejection(None, f"file is empty (expected the header {expected})")
             return
-        names = header.fields or []
-        if names and names[-1] == "":
-            names = names[:-1]
-        if [header_key(n) for n in names] != [header_key(h) for h in HEADER]:
+        names = header_names(header.fields or [])
+        if not header_fits(names):
             yield Rejection(header.number, f"unexpected header (expected {expected})", header.text)
             return
         base_tags = {"station": station.id}

@@ -207,3 +207,12 @@ def test_import_dwd_means_by_hand(influxdb: InfluxDB) -> None:
     r = klimaflow_import(influxdb, "dwd-climate-means.yaml", DWD_SAMPLE)
     assert (r.returncode, r.stdout) == (0, "4 points stored from 1 file, 0 rows rejected\n")
     assert count(influxdb, "climate_means", "year") == 4
+
+
+def test_import_groundwater_zip_by_hand(tmp_path: Path, influxdb: InfluxDB) -> None:
+    archive = tmp_path / "38404690,52.157338,12.607846.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(shared_path(*APW, UTF8_LF), "38404690.csv")
+    r = klimaflow_import(influxdb, "groundwater.yaml", archive)
+    assert (r.returncode, r.stdout) == (0, "678 points stored from 1 file, 0 rows rejected\n")
+    assert count(influxdb, "groundwater", "depth_below_surface_cm", "station = '38404690'") == 678

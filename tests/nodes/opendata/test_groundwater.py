@@ -188,3 +188,27 @@ async def test_readings_are_sent_in_chunks(influxdb: InfluxDB) -> None:
     result = await import_files({**PARSER, "chunk_size": 500}, [shared_path(*APW, LATIN1_CRLF)], influxdb)
     assert result.chunks == [500, 500, 89]
     assert count(influxdb, "groundwater", "depth_below_surface_cm") == 1089
+
+
+async def test_header_is_checked_by_position_and_unit(tmp_path: Path) -> None:
+    """Präfix/Hinweise may arrive mis-encoded; the unit of the level column must be cm below ground."""
+    rows = '25.01.2007;"";660;"Geprüft"\n'
+    mojibake = tmp_path / "a" / UTF8_LF
+    spaced = tmp_path / "b" / UTF8_LF
+    metres = tmp_path / "c" / UTF8_LF
+    for path, header in (
+        (mojibake, '"Datum";"PrÃ¤fix";"Wasserstand(GOK) [cm u. GOK]";"HinweisÃ©"'),
+        (spaced, "Datum ; Präfix ; Wasserstand (GOK) [cm u.GOK] ; Hinweise ;"),
+        (metres, '"Datum";"Präfix";"Wasserstand(NHN) [m ü. NHN]";"Hinweise"'),
+    ):
+        path.parent.mkdir()
+        path.write_text(f"{header}\n{rows}", encoding="utf-8")
+    result = await import_files(PARSER, [mojibake, spaced, metres])
+    assert [(r["time"], r["fields"]["depth_below_surface_cm"]) for r in result.readings] == [
+        (S_2007_01_25 * NS, 660.0),
+        (S_2007_01_25 * NS, 660.0),
+    ]
+    assert result.errors == [
+        f"{metres}:1: unexpected header "
+        '(expected "Datum";"Präfix";"Wasserstand(GOK) [cm u. GOK]";"Hinweise")',
+    ]
