@@ -475,6 +475,27 @@ def test_every_variable_the_shipped_flows_need_is_given_to_klimaflow(
         assert local_defaults == [], f"{svc_name} would use a loopback default inside a container"
 
 
+def test_mqtt_client_ids_of_the_image_flows_are_unique(services: dict[str, dict[str, Any]]) -> None:
+    """MQTT_CLIENT_ID is set for the persistent session: two connections with the same id
+    would throw each other off the broker in turn."""
+    from engine.envsubst import make_lookup, substitute
+
+    lookup = make_lookup(environ=environment(services["klimaflow"]))
+    ids = []
+    for flow in image_flow_files():
+        doc = load_yaml(flow) or {}
+        for name, conn in (doc.get("connections") or {}).items():
+            if conn.get("type") == "mqtt":
+                client_id = substitute(str(conn.get("client_id") or ""), lookup)
+                if client_id:
+                    ids.append((client_id, f"{flow.name}: {name}"))
+    assert ("klimaflow", "ttn-sensors.yaml: ttn-broker") in ids
+    seen: dict[str, str] = {}
+    for client_id, where in ids:
+        assert client_id not in seen, f"{where} and {seen[client_id]} both connect as {client_id!r}"
+        seen[client_id] = where
+
+
 # -- the Dockerfile -----------------------------------------------------------------------------
 
 
@@ -682,7 +703,12 @@ def test_the_image_installs_every_package_the_entry_points_name(image_site: Path
     for group in pyproject["project"]["entry-points"].values():
         targets += list(group.values())
     modules = sorted({t.split(":")[0] for t in targets})
-    missing = [m for m in modules if not (image_site / (m.replace(".", "/") + ".py")).is_file()]
+    missing = [
+        m
+        for m in modules
+        if not (image_site / (m.replace(".", "/") + ".py")).is_file()
+        and not (image_site / m.replace(".", "/") / "__init__.py").is_file()
+    ]
     assert missing == []
     # Every package of the repository (a top-level directory with __init__.py) is in the image.
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
