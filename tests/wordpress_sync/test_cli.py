@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.services.wordpress import WordPress
-from tests.wordpress_sync.helpers import new_slug
+from tests.wordpress_sync.helpers import PNG, new_slug
 
 TEMPLATE = """\
 <!-- wp:paragraph -->
@@ -75,7 +75,9 @@ def test_dry_run_prints_the_rendered_page_and_needs_no_credentials(tmp_path: Pat
 
 def test_push_creates_then_updates_the_page(wordpress: WordPress, tmp_path: Path) -> None:
     slug = new_slug("cli")
-    file = write_push_file(tmp_path, slug)
+    file = write_push_file(tmp_path, slug, featured_image="bilder/karte.png")
+    (tmp_path / "bilder").mkdir()
+    (tmp_path / "bilder" / "karte.png").write_bytes(PNG)
     (tmp_path / "wp-password").write_text(wordpress.users["editor"].app_password + "\n")
     env = {"WP_URL": wordpress.url, "WP_USER": "editor"}
     first = klimaflow("wordpress", "push", str(file), env=env)
@@ -83,6 +85,8 @@ def test_push_creates_then_updates_the_page(wordpress: WordPress, tmp_path: Path
     [page] = wordpress.posts(slug, "pages")
     assert first.stdout == f"created\tpage\t{page['id']}\t{wordpress.url}/{slug}/\n"
     assert page["content"]["raw"] == EXPECTED_CONTENT
+    media = wordpress.api("GET", f"/wp/v2/media/{page['featured_media']}", params={"context": "edit"})
+    assert media["source_url"].endswith("/karte.png")
     again = klimaflow("wordpress", "push", str(file), env=env)
     assert again.stdout == f"unchanged\tpage\t{page['id']}\t{wordpress.url}/{slug}/\n"
 
