@@ -90,6 +90,10 @@ def main() -> int:
     engine: subprocess.Popen[bytes] | None = None
     try:
         influx.create_database(DB)
+        # Decades of weekly groundwater levels: one shard per year instead of InfluxDB 1.x's
+        # default of one per week (thousands of shards make every write slow); see
+        # docs/flows/groundwater.md.
+        influx.query(f'ALTER RETENTION POLICY "autogen" ON "{DB}" SHARD DURATION 52w')
         print(f"demo: Mosquitto at {broker.url}, InfluxDB at {influx.url} (database {DB})", flush=True)
         env = {
             **os.environ,
