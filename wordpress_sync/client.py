@@ -29,7 +29,7 @@ import logging
 import mimetypes
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any, Literal
@@ -45,6 +45,7 @@ from wordpress_sync.errors import (
     WordPressRequestError,
     WordPressUnavailable,
 )
+from wordpress_sync.render import slugify
 
 log = logging.getLogger("klimaflow.wordpress")
 
@@ -117,7 +118,7 @@ class RetryPolicy:
     factor: float = 2.0
     give_up_after: float | None = 300.0
 
-    def delays(self) -> Any:
+    def delays(self) -> Iterator[float]:
         delay = self.initial
         while True:
             yield delay
@@ -366,7 +367,9 @@ class WordPressClient:
         if found:
             return int(found[0]["id"])
         mime = image.mime_type or mimetypes.guess_type(image.filename)[0] or "application/octet-stream"
-        safe_name = image.filename.replace('"', "")
+        stem, dot, ext = image.filename.rpartition(".")
+        # HTTP headers are ASCII: "Bodenkarte Süd.png" is sent as "bodenkarte-sued.png".
+        safe_name = f"{slugify(stem if dot else ext) or 'bild'}{dot}{slugify(ext) if dot else ''}"
         created = await self.request(
             "POST",
             "/wp/v2/media",

@@ -238,13 +238,13 @@ async def test_featured_image_from_message_bytes(wordpress: WordPress, tmp_path:
         title="Karte",
         template="<p>Karte</p>",
         featured_image_property="image",
-        featured_image_name="karte.png",
+        featured_image_name="Karte Süd.png",
         categories=["Karten"],
         tags=["Bad Belzig"],
         status="draft",
     )
     async with run_flow(doc, environ=env(wordpress), data_dir=tmp_path) as h:
-        await h.send("post", None, image=PNG)
+        await h.send("post", None, image=PNG + b"sued")  # bytes of its own: uploaded here
         await h.send("post", None, image="/nonexistent/karte.png")
         [done] = await outputs(h, "done", 1)
         [failed] = await outputs(h, "errors", 1)
@@ -255,5 +255,6 @@ async def test_featured_image_from_message_bytes(wordpress: WordPress, tmp_path:
     assert (done.payload["id"], post["status"]) == (post["id"], "draft")
     media = wordpress.api("GET", f"/wp/v2/media/{post['featured_media']}", params={"context": "edit"})
     assert media["mime_type"] == "image/png"
+    assert media["source_url"].endswith("/karte-sued.png")  # HTTP headers are ASCII
     names = {t["name"] for t in wordpress.api("GET", "/wp/v2/tags", params={"include": post["tags"]})}
     assert names == {"Bad Belzig"}
