@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl
 
 import networkx as nx
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Mount
@@ -71,17 +73,23 @@ def _find(
     return sorted(set(allowed)) or None
 
 
+def _too_large(limit: int) -> HttpAnswer:
+    return json_answer(413, {"detail": f"request body larger than {limit} bytes"})
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+    except HTTPException as exc:  # the body limit middleware stopped reading
+        if exc.status_code == 413:
+            raise BodyTooLarge from None
+        raise
     return b"".join(chunks)
 
 
@@ -161,10 +169,17 @@ class HttpInMiddleware:
             answer = json_answer(
                 405, {"detail": f"{scope['method']} is not allowed here"}, {"allow": ", ".join(found)}
             )
-        else:
-            answer = await self._handle(Request(scope, receive), *found)
-        response = Response(answer.body, answer.status, headers=answer.headers)
-        await response(scope, receive, send)
+            await Response(answer.body, answer.status, headers=answer.headers)(scope, receive, send)
+            return
+        node, params = found
+
+        async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+            answer = await self._handle(Request(scope, receive), node, params)
+            await Response(answer.body, answer.status, headers=answer.headers)(scope, receive, send)
+
+        # The endpoint's own limit replaces the editor API's (1 MiB, sized for flow files); a
+        # declared Content-Length above it is answered by Starlette's plain "Content Too Large".
+        await RequestBodyLimitMiddleware(endpoint, max_body_size=node.config.max_body)(scope, receive, send)
 
     async def _authorize(self, request: Request, node: HttpInNode) -> HttpAnswer | None:
         header = request.headers.get("authorization", "")
@@ -197,7 +212,7 @@ class HttpInMiddleware:
         try:
             body = await _read_body(request, limit)
         except BodyTooLarge:
-            return json_answer(413, {"detail": f"request body larger than {limit} bytes"})
+            return _too_large(limit)
         try:
             payload = parse_body(body, request.headers.get("content-type", ""))
         except ValueError as exc:

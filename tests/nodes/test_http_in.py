@@ -51,6 +51,13 @@ nodes:
     wires: [echo-seen, echo-out]
   - id: echo-seen
     type: collect
+  - id: big-in
+    type: http-in
+    path: /hooks/big
+    max_body: 3000000
+    wires: [big-seen]
+  - id: big-seen
+    type: collect
   - id: echo-out
     type: http-response
     status: 201
@@ -181,6 +188,13 @@ async def test_body_size_content_types_and_methods(served: Served) -> None:
     url = "/api/v1/import/dwd"
     auth = bearer(IMPORT_TOKEN)
     r = await served.client.post(url, content=b"x" * 65, headers=auth)
+    assert (r.status_code, r.text) == (413, "Content Too Large")
+
+    async def body() -> AsyncIterator[bytes]:  # no Content-Length: the limit applies while reading
+        yield b"x" * 40
+        yield b"x" * 40
+
+    r = await served.client.post(url, content=body(), headers=auth)
     assert (r.status_code, r.json()) == (413, {"detail": "request body larger than 64 bytes"})
     r = await served.client.post(url, content=b'{"a": ', headers={**auth, "Content-Type": "application/json"})
     assert r.status_code == 400
@@ -216,6 +230,21 @@ async def test_api_auth_roles_and_http_response(served: Served) -> None:
     assert r.headers["content-type"] == "application/json"
     [msg] = served.received("echo-seen")
     assert msg.meta["http"]["params"] == {"box": "raben"}
+    # An endpoint's max_body overrides the editor API's 1 MiB limit for flow files.
+    big = bytes(range(256)) * 8000  # 2 048 000 bytes
+    r = await served.client.post("/hooks/big", content=big, headers=bearer(EDITOR))
+    assert r.status_code == 202
+    await wait_until(lambda: len(served.received("big-seen")) == 1)
+    assert served.received("big-seen")[0].payload == big
+    r = await served.client.post("/hooks/big", content=big + big, headers=bearer(EDITOR))
+    assert (r.status_code, r.text) == (413, "Content Too Large")
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit applies while reading
+        for _ in range(4):
+            yield big
+
+    r = await served.client.post("/hooks/big", content=chunks(), headers=bearer(EDITOR))
+    assert (r.status_code, r.json()) == (413, {"detail": "request body larger than 3000000 bytes"})
     # The editor API's own routes are untouched.
     r = await served.client.get("/api/status", headers=bearer(READER))
     assert r.status_code == 200
