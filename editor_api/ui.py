@@ -19,12 +19,13 @@ CHECKOUT = Path(__file__).resolve().parent.parent / "editor" / "dist"
 
 
 def find_dist(*candidates: Path) -> Path:
-    """The first folder holding a built editor; the packaged one when none does (then the page
-    says how to build it)."""
-    for folder in candidates or (PACKAGED, CHECKOUT):
+    """The first folder holding a built editor (default: the packaged one, then a checkout's);
+    the first candidate when none does (then the page says how to build it)."""
+    folders = candidates or (PACKAGED, CHECKOUT)
+    for folder in folders:
         if (folder / "index.html").is_file():
             return folder
-    return PACKAGED
+    return folders[0]
 
 
 #: The editor served by default.
