@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
 from engine.errors import ExpressionError
+from grafana_provisioning.provision import embeds, generate
+from tests.grafana_provisioning.helpers import flow_doc, validated, write_registry
 from wordpress_sync.render import (
     compile_template,
     de_datetime,
@@ -84,3 +87,14 @@ def test_missing_variable_and_sandbox_are_errors() -> None:
 def test_slugify_transliterates_german() -> None:
     assert slugify("Bodenfeuchte Größe am Marktplatz (Süd)") == "bodenfeuchte-groesse-am-marktplatz-sued"
     assert slugify("  ---  ") == ""
+
+
+def test_grafana_url_is_the_format_klimaflow_grafana_embeds_prints(tmp_path: Path) -> None:
+    doc = flow_doc(write_registry(tmp_path), {"url": "http://influxdb:8086", "database": "klima"})
+    dashboards = generate(validated(doc)).dashboards
+    listed = embeds(dashboards, base_url="https://grafana.example.de")
+    assert len(listed) == 32
+    for e in listed:
+        slug = e.url.split("?")[0].rsplit("/", 1)[1]
+        assert grafana_url("https://grafana.example.de", e.dashboard_uid, e.panel_id, slug) == e.url
+        assert f'src="{e.url.replace("&", "&amp;")}"' in grafana_panel(e.url)
