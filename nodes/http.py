@@ -83,12 +83,12 @@ class _Rendered:
 class HttpRequestConfig(NodeConfig):
     """The request to make for every message.
 
-    ``url``, ``query`` values and ``headers`` values are Jinja2 templates over the message
-    (as in the ``template`` node: ``payload``, ``topic``, every ``meta`` key, and ``msg``),
-    e.g. ``https://api.opensensemap.org/boxes/{{ payload.box_id }}``. Values inserted into the
-    URL path are not escaped: use ``{{ value | urlencode }}`` for free text. A query value that
-    renders empty is left out. Secrets (``password``, ``bearer_token``) only from ``${VAR}`` or
-    ``${file:...}``.
+    `url`, `query` values and `headers` values are Jinja2 templates over the message
+    (as in the `template` node: `payload`, `topic`, every `meta` key, and `msg`),
+    e.g. `https://api.opensensemap.org/boxes/{{ payload.box_id }}`. Values inserted into the
+    URL path are not escaped: use `{{ value | urlencode }}` for free text. A query value that
+    renders empty is left out. Secrets (`password`, `bearer_token`) only from `${VAR}` or
+    `${file:...}`.
     """
 
     method: Method = Field(default="GET", description="HTTP method.")
@@ -180,6 +180,12 @@ def _excerpt(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _default_type(headers: dict[str, str], content_type: str) -> None:
+    """Set Content-Type unless the config's headers set it (in any spelling)."""
+    if not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = content_type
+
+
 def _is_json_type(content_type: str) -> bool:
     ctype = content_type.split(";")[0].strip().lower()
     return ctype == "application/json" or ctype.endswith("+json")
@@ -255,7 +261,7 @@ class HttpRequestNode(Node):
                 kwargs["content"] = bytes(payload)
             elif isinstance(payload, str):
                 kwargs["content"] = payload.encode("utf-8")
-                headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+                _default_type(headers, "text/plain; charset=utf-8")
             else:
                 body = "json"
         if body == "json":
@@ -268,7 +274,7 @@ class HttpRequestNode(Node):
             kwargs["content"] = (
                 bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode("utf-8")
             )
-            headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+            _default_type(headers, "text/plain; charset=utf-8")
         try:
             return self._client.build_request(c.method, url, params=params, headers=headers, **kwargs)
         except (TypeError, ValueError, httpx.InvalidURL) as exc:
@@ -386,9 +392,9 @@ def http_server_available() -> bool:
 class HttpInConfig(NodeConfig):
     """The endpoint. It is served by the editor API's HTTP server, so klimaflow must run with `--api`.
 
-    ``auth: api`` accepts the editor API's tokens (login, API tokens, OIDC) of at least
-    ``role``; ``auth: token`` accepts exactly ``Authorization: Bearer <token>`` with the
-    configured ``token`` (from `${VAR}` or `${file:...}`; compared in constant time).
+    `auth: api` accepts the editor API's tokens (login, API tokens, OIDC) of at least
+    `role`; `auth: token` accepts exactly `Authorization: Bearer <token>` with the
+    configured `token` (from `${VAR}` or `${file:...}`; compared in constant time).
     """
 
     method: Method = Field(default="POST", description="HTTP method.")
