@@ -224,6 +224,14 @@ require_once ABSPATH . 'wp-settings.php';
             self.proc = None
 
     def start(self) -> WordPress:
+        """Start MariaDB and ``php -S``; install WordPress and its users on the first start."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # never leave a half-started database or PHP server behind
+            raise
+
+    def _start(self) -> WordPress:
         if self.db is None:
             self.db = MariaDB(workdir=self.workdir / "db")
             self.db.workdir.mkdir(parents=True, exist_ok=True)
