@@ -103,3 +103,81 @@ async def test_every_declared_panel_returns_the_stored_values(influxdb: InfluxDB
     one = {**ALL, "device": [SOIL_2]}
     assert {r["device_id"] for p in (0, 2, 3, 4, 5, 6) for r in run(p, variables=one)} == {SOIL_2}
     assert run(1, variables=one) == []  # SOIL_2 does not write to "Boden Marktplatz"
+
+
+async def test_geomap_with_coordinates_in_tags(influxdb: InfluxDB, tmp_path: Path) -> None:
+    """Coordinates stored as tags: grouped by, and converted to numbers for the marker layer."""
+    doc: dict[str, Any] = {
+        "id": "pegel",
+        "connections": {"influx": {"type": "influxdb", "url": influxdb.url, "database": "pegel"}},
+        "nodes": [
+            {
+                "id": "store",
+                "type": "influxdb-out",
+                "server": "influx",
+                "measurement": "wasserstand",
+                "tags": {"device_id": "payload.dev", "lat": "payload.lat", "lon": "payload.lon"},
+                "fields": {"level": "payload.level"},
+                "units": {"level": "lengthmm"},
+                "batch_interval": 0.05,
+            }
+        ],
+        "dashboards": [
+            {
+                "title": "Pegel",
+                "panels": [
+                    {
+                        "type": "geomap",
+                        "title": "Pegel",
+                        "fields": ["level"],
+                        "latitude": "lat",
+                        "longitude": "lon",
+                    }
+                ],
+            }
+        ],
+    }
+    influxdb.create_database("pegel")
+    from_ms = time.time_ns() // 1_000_000 - 60_000
+    async with run_flow(doc, data_dir=tmp_path / "data") as h:
+        for dev, lat, lon, level in (
+            ("p1", "52.1", "12.5", 812.0),
+            ("p2", "52.2", "12.6", 640.0),
+            ("p1", "52.1", "12.5", 815.0),
+        ):
+            await h.send("store", {"dev": dev, "lat": lat, "lon": lon, "level": level})
+        await h.idle()
+        for _ in range(100):
+            if (
+                sum(r["count"] for r in influxdb.rows('SELECT count("level") FROM "wasserstand"', "pegel"))
+                == 3
+            ):
+                break
+            await asyncio.sleep(0.05)
+    [declared] = [d for d in generate(validated(doc)).dashboards if d.title == "Pegel"]
+    panel = declared.to_json()["panels"][0]
+    assert panel["transformations"] == [
+        {
+            "id": "convertFieldType",
+            "options": {
+                "conversions": [
+                    {"targetField": "lat", "destinationType": "number"},
+                    {"targetField": "lon", "destinationType": "number"},
+                ]
+            },
+        }
+    ]
+    assert panel["fieldConfig"]["defaults"]["unit"] == "lengthmm"
+    query = panel["targets"][0]["query"]
+    assert query == (
+        'SELECT last("level") AS "level" FROM "wasserstand" WHERE "device_id" =~ /^$device$/ AND $timeFilter '
+        'GROUP BY "device_id", "lat", "lon"'
+    )
+    text = expand_influxql(
+        query, from_ms=from_ms, to_ms=from_ms + 600_000, interval="1m", variables={"device": None}
+    )
+    rows = influxdb.rows(text, "pegel")
+    assert {(r["device_id"], r["lat"], r["lon"], r["level"]) for r in rows} == {
+        ("p1", "52.1", "12.5", 815.0),
+        ("p2", "52.2", "12.6", 640.0),
+    }
