@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from editor_api.auth import Authenticator, AuthSettings, TokenEntry, hash_token
 from editor_api.server import ApiServer, bind
 from engine.message import Message
 from engine.supervisor import Supervisor
+from tests.editor_api.test_cli_api import _read_until, _start
 from tests.flowkit import CollectNode, test_registry, validate_doc
 
 IMPORT_TOKEN = "imp-0123456789abcdef"
@@ -317,3 +319,24 @@ async def test_without_the_api_server_the_node_says_it_needs_api(
         )
     finally:
         await sup.stop()
+
+
+def test_klimaflow_run_with_api_serves_the_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real command: `klimaflow run FLOW --api`, a POST from outside, the message in the log."""
+    (tmp_path / "imports.yaml").write_text(
+        IMPORT_FLOW.replace("type: collect", "type: debug"), encoding="utf-8"
+    )
+    monkeypatch.setenv("IMPORT_TOKEN", IMPORT_TOKEN)  # inherited by the process _start launches
+    proc = _start(tmp_path, "imports.yaml", "--api", "127.0.0.1:0")
+    try:
+        m, _seen = _read_until(proc, r"editor API on (http://\S+)")
+        r = httpx.post(
+            f"{m.group(1)}/api/v1/import/groundwater", json={"n": 1}, headers=bearer(IMPORT_TOKEN), timeout=10
+        )
+        assert r.status_code == 202
+        _m, seen = _read_until(proc, r"node\.import-seen: \[/api/v1/import/groundwater\] \{\"n\": 1\}")
+        assert "is not served" not in seen
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0
