@@ -92,6 +92,8 @@ def _check_panels(
     for d in dashboards:
         for panel, kind, field in _panel_fields(d):
             rows = _run(influxdb, panel["targets"][0]["query"], *window, variables)
+            got: set[tuple[Any, ...]]
+            expected: set[tuple[Any, ...]]
             if kind == "timeseries":
                 got = {(r["device_id"], r["time"], r["mean"]) for r in rows}
                 expected = _expected_series(sent, field, devices)
