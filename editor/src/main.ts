@@ -498,7 +498,8 @@ async function deploy(): Promise<void> {
         id: "merge",
         textContent: "Reload the running flow and re-apply my edits",
       });
-      button.onclick = () => void reloadAndMerge();
+      button.onclick = () =>
+        reloadAndMerge().catch((err: Error) => showResult(`Reloading ${state.flowId} failed: ${err.message}`, "error"));
       $("result").append(button);
     } else if (e.status === 422) {
       state.issues = ((e.body.issues ?? []) as Issue[]).filter((i) => i.severity === "error");

@@ -5,6 +5,7 @@ protocol; Marionette is built into every Firefox, so no geckodriver binary is ne
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,5 +91,6 @@ def test_log_in_see_the_graph_and_deploy_in_firefox(firefox: Any, tmp_path: Path
         # Live: the ▶ button runs the flow and the sidebar shows the debug message (SSE).
         ff.find_element(By.CSS_SELECTOR, ".kf-node[data-node-id=tick] .kf-inject").click()
         until(ff, lambda f: texts(f, "#debug li") == ['show payload: {"temperature":21.5}'], "the debug line")
-        shot = ff.screenshot(format="binary")
-        (tmp_path / "editor-firefox.png").write_bytes(shot)
+        folder = Path(os.environ.get("KLIMAFLOW_SCREENSHOTS") or tmp_path)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "editor-firefox.png").write_bytes(ff.screenshot(format="binary"))
