@@ -551,7 +551,9 @@ def _check_dashboards(deployment: Deployment, out: _Collector) -> None:
                 DashboardDecl.model_validate(item)
             except PydanticValidationError as exc:
                 for err in exc.errors(include_url=False):
-                    path = ("dashboards", i, *err.get("loc", ()))
+                    # A ValueError may name the part of the value it is about (``loc``).
+                    part = getattr((err.get("ctx") or {}).get("error"), "loc", ())
+                    path = ("dashboards", i, *err.get("loc", ()), *part)
                     msg = err.get("msg", "invalid value").removeprefix("Value error, ")
                     if err.get("type") == "extra_forbidden":
                         msg = "unknown key"

@@ -39,6 +39,14 @@ _CSS_COLOR = re.compile(
 UID_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
 
 
+class LocatedValueError(ValueError):
+    """A problem with part of the validated value: validation appends ``loc`` to the field's location."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -119,9 +127,11 @@ class PanelDecl(_Strict):
         previous: float | None = None
         for i, step in enumerate(steps):
             if step.value is None and i > 0:
-                raise ValueError(f"step {i}: only the first step may omit value")
+                raise LocatedValueError("only the first step may omit value", (i,))
             if step.value is not None and previous is not None and step.value <= previous:
-                raise ValueError(f"step {i}: value {step.value:g} must be greater than {previous:g}")
+                raise LocatedValueError(
+                    f"{step.value:g} must be greater than the step before ({previous:g})", (i, "value")
+                )
             if step.value is not None:
                 previous = step.value
         return steps
@@ -169,7 +179,7 @@ class DashboardDecl(_Strict):
         for n, (i, a) in enumerate(placed):
             for j, b in placed[n + 1 :]:
                 if overlaps(a, b):
-                    raise ValueError(f"panels {i} and {j}: grid placements overlap")
+                    raise LocatedValueError(f"overlaps the grid of panel {i}", ("panels", j, "grid"))
         return self
 
 

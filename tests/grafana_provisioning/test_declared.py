@@ -268,10 +268,10 @@ CASES = {
         thresholds: [{color: green}, {color: red}]
 """,
         [
-            "flow.yaml:22: dashboards.0.panels.0.thresholds: step 2: value 50 must be greater than 80",
+            "flow.yaml:25: dashboards.0.panels.0.thresholds.2.value: 50 must be greater than the step before (80)",
             "flow.yaml:30: dashboards.0.panels.1.thresholds.0.color: unknown colour 'blau'; did you mean 'blue'? "
             "(a Grafana colour name, #rrggbb or rgb(r, g, b))",
-            "flow.yaml:34: dashboards.0.panels.2.thresholds: step 1: only the first step may omit value",
+            "flow.yaml:34: dashboards.0.panels.2.thresholds.1: only the first step may omit value",
         ],
     ),
     "what a panel shows": (
@@ -295,7 +295,7 @@ CASES = {
       - {type: stat, title: C, fields: [level], grid: {x: 20, y: 0, w: 6, h: 4}}
 """,
         [
-            "flow.yaml:17: dashboards.0: panels 0 and 1: grid placements overlap",
+            "flow.yaml:20: dashboards.0.panels.1.grid: overlaps the grid of panel 0",
             "flow.yaml:23: dashboards.1.panels.0.grid: x + w = 26 exceeds the grid's 24 columns",
         ],
     ),
