@@ -94,6 +94,40 @@ nodes:
 """
 
 
+#: Errors: one answered by a catch node with 422, one nobody handles (500 with the reason).
+ERRORS_FLOW = """\
+id: errs
+nodes:
+  - id: render-in
+    type: http-in
+    path: /hooks/render
+    wires: [render]
+  - id: render
+    type: template
+    template: "Bodenfeuchte {{ payload.value }} %"
+    wires: [render-out]
+  - id: render-out
+    type: http-response
+  - id: render-caught
+    type: catch
+    scope: [render]
+    wires: [render-error-out]
+  - id: render-error-out
+    type: http-response
+    status: 422
+  - id: fail-in
+    type: http-in
+    path: /hooks/fail
+    wires: [fail-render]
+  - id: fail-render
+    type: template
+    template: "{{ payload.value }}"
+    wires: [fail-out]
+  - id: fail-out
+    type: http-response
+"""
+
+
 @dataclass
 class Served:
     supervisor: Supervisor
@@ -121,6 +155,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     (flow_dir / "imports.yaml").write_text(IMPORT_FLOW)
     (flow_dir / "echo.yaml").write_text(ECHO_FLOW)
     (flow_dir / "slow.yaml").write_text(SLOW_FLOW)
+    (flow_dir / "errs.yaml").write_text(ERRORS_FLOW)
     sup = Supervisor(
         [flow_dir],
         data_dir=tmp_path / "data",
@@ -260,6 +295,20 @@ async def test_504_when_no_answer_in_time_and_500_when_the_flow_drops_the_reques
     assert r.json() == {"detail": "the flow finished without answering (the message was dropped or filtered)"}
     r = await served.client.post("/hooks/drop", headers=bearer(EDITOR), json={"keep": True})
     assert (r.status_code, r.json()) == (200, {"keep": True})
+
+
+async def test_errors_answered_by_a_catch_node_or_as_500_with_the_reason(served: Served) -> None:
+    r = await served.client.post("/hooks/render", headers=bearer(EDITOR), json={"value": 11.36})
+    assert (r.status_code, r.text) == (200, "Bodenfeuchte 11.36 %")
+    assert r.headers["content-type"] == "text/plain; charset=utf-8"
+    r = await served.client.post("/hooks/render", headers=bearer(EDITOR), json={"wert": 11.36})
+    assert (r.status_code, r.json()) == (422, {"wert": 11.36})
+    r = await served.client.post("/hooks/fail", headers=bearer(EDITOR), json={"wert": 11.36})
+    assert r.status_code == 500
+    assert r.json() == {
+        "detail": "the flow finished without answering: fail-render: ExpressionError: "
+        "template render failed at line 1: 'dict object' has no attribute 'value'"
+    }
 
 
 async def test_endpoints_follow_live_reloads(served: Served) -> None:
