@@ -318,8 +318,10 @@ class HttpRequestNode(Node):
                 response = await self._client.send(request)
             except httpx.TimeoutException as exc:
                 failure = TransientError(f"{where}: timed out after {c.timeout:g}s ({type(exc).__name__})")
-            except httpx.TransportError as exc:
+            except httpx.ConnectError as exc:
                 failure = ServiceUnavailable(f"{where}: cannot connect: {exc or type(exc).__name__}")
+            except httpx.TransportError as exc:  # the connection broke (reset, protocol error)
+                failure = ServiceUnavailable(f"{where}: {type(exc).__name__}: {exc or 'connection lost'}")
             else:
                 info.update(
                     status=response.status_code, url=str(response.url), headers=dict(response.headers.items())

@@ -350,3 +350,30 @@ async def test_connection_refused_is_service_unavailable() -> None:
     assert msg.meta["error"]["class"] == "ServiceUnavailable"
     assert msg.meta["error"]["message"].startswith(f"GET http://127.0.0.1:{port_no}/x: cannot connect: ")
     assert msg.meta["error"]["message"].endswith("(gave up after 2 attempts)")
+
+
+async def test_a_server_that_hangs_up_is_service_unavailable() -> None:
+    accepted = 0
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port_no = server.sockets[0].getsockname()[1]
+    try:
+        port, msg = await one_result(
+            {"url": f"http://127.0.0.1:{port_no}/x", "retries": 1, "retry_backoff": "10ms"}
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert port == "bad"
+    assert msg.meta["error"]["class"] == "ServiceUnavailable"
+    assert msg.meta["error"]["message"] == (
+        f"GET http://127.0.0.1:{port_no}/x: RemoteProtocolError: Server disconnected without sending a "
+        "response. (gave up after 2 attempts)"
+    )
+    assert accepted == 2
