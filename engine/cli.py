@@ -421,10 +421,12 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     help="Where Grafana sees the dashboard JSON files (with --grafana-provisioning).",
 )
 @click.option(
-    "--grafana-url",
+    "--grafana-push",
+    "grafana_url",
+    metavar="URL",
     default=None,
-    envvar="GRAFANA_URL",
-    help="Push dashboards to this Grafana after every applied deployment (token from $GRAFANA_TOKEN).",
+    envvar="KLIMAFLOW_GRAFANA_PUSH",
+    help="Push dashboards to the Grafana at URL after every applied deployment (token from $GRAFANA_TOKEN).",
 )
 @click.option(
     "--grafana-prune/--grafana-no-prune",

@@ -4,8 +4,8 @@ Grafana, so a new kind of stored data gets its dashboard with the flow that stor
 
 The hooks run in the background after the deploy: a failure (Grafana down, directory not
 writable) is logged and shown in the reload result's ``post_apply``, never blocking or
-undoing the deploy. ``klimaflow run --grafana-provisioning DIR`` / ``GRAFANA_URL`` +
-``GRAFANA_TOKEN`` wire them in (engine/cli.py).
+undoing the deploy. ``klimaflow run --grafana-provisioning DIR`` / ``--grafana-push URL``
+(token from ``GRAFANA_TOKEN``) wire them in (engine/cli.py).
 """
 
 from __future__ import annotations
@@ -84,6 +84,6 @@ def grafana_hooks(
         )
     if url:
         if not token:
-            raise ValueError("GRAFANA_URL is set but GRAFANA_TOKEN is not: cannot push to Grafana")
+            raise ValueError(f"--grafana-push {url}: GRAFANA_TOKEN (a service account token) is not set")
         hooks.append(("grafana-push", push_hook(url, token, prune=prune)))
     return hooks

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from engine.cli import cli
 from engine.supervisor import Supervisor
 from grafana_provisioning.deploy_hook import grafana_hooks, provision_hook, push_hook
 from tests.grafana_provisioning.helpers import flow_doc, write_registry
@@ -154,6 +156,20 @@ def test_run_options_choose_the_hooks(tmp_path: Path) -> None:
     names = [n for n, _ in grafana_hooks(tmp_path, url="http://grafana:3000", token="t")]
     assert names == ["grafana-provision", "grafana-push"]
     with pytest.raises(
-        ValueError, match=r"^GRAFANA_URL is set but GRAFANA_TOKEN is not: cannot push to Grafana$"
+        ValueError,
+        match=r"^--grafana-push http://grafana:3000: GRAFANA_TOKEN \(a service account token\) is not set$",
     ):
         grafana_hooks(None, url="http://grafana:3000", token=None)
+
+
+def test_cli_run_refuses_a_push_without_token(tmp_path: Path) -> None:
+    flow = tmp_path / "klima.json"
+    flow.write_text(json.dumps(flow_doc(write_registry(tmp_path), INFLUX)), encoding="utf-8")
+    result = CliRunner().invoke(
+        cli, ["run", str(flow), "--grafana-push", "http://grafana:3000"], env={"GRAFANA_TOKEN": ""}
+    )
+    assert result.exit_code == 2
+    assert (
+        "--grafana-push http://grafana:3000: GRAFANA_TOKEN (a service account token) is not set"
+        in result.output
+    )
