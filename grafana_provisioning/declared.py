@@ -245,9 +245,17 @@ def check_declared(validated: ValidatedDeployment) -> list[Issue]:
     flows = [f for f in validated.deployment.flows if f.dashboards]
     if not flows:
         return []
+    from grafana_provisioning.dashboards import stable_uid
+
     stored = {s.node_id: s for s in discover(validated)}
     issues: list[Issue] = []
-    uids: dict[str, str] = {}
+    # Generated dashboards' uids first: a declared one must not take theirs.
+    uids: dict[str, str] = {
+        stable_uid(s.flow_id, s.node_id, g.key): f"the dashboard generated for node {s.node_id}"
+        for s in stored.values()
+        if s.measurements
+        for g in s.groups
+    }
     seen: set[tuple[str, tuple[Any, ...], str]] = set()
 
     def add(flow: FlowSpec, path: tuple[Any, ...], message: str) -> None:
@@ -270,12 +278,14 @@ def check_declared(validated: ValidatedDeployment) -> list[Issue]:
         for i, decl in dashboard_entries(flow):
             base = ("dashboards", i)
             uid = dashboard_uid(flow.id, decl)
-            where = f"{flow.file}:{flow.source.line((*base, 'uid' if decl.uid else 'title'))}"
+            where = (
+                f"the dashboard at {flow.file}:{flow.source.line((*base, 'uid' if decl.uid else 'title'))}"
+            )
             if uid in uids:
                 add(
                     flow,
                     (*base, "uid" if decl.uid else "title"),
-                    f"dashboard uid {uid!r} already used at {uids[uid]}",
+                    f"dashboard uid {uid!r} already used by {uids[uid]}",
                 )
             uids.setdefault(uid, where)
             for j, panel in enumerate(decl.panels):

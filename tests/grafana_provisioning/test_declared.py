@@ -332,11 +332,21 @@ CASES = {
             "flow.yaml:19: dashboards.0.source: 'stor' is not an enabled influxdb-out node; did you mean 'store'?",
             "flow.yaml:22: dashboards.0.panels.1.source: 'in' is not an enabled influxdb-out node "
             "(influxdb-out nodes: store)",
-            "flow.yaml:24: dashboards.1.uid: dashboard uid 'pegel-1' already used at flow.yaml:18",
+            "flow.yaml:24: dashboards.1.uid: dashboard uid 'pegel-1' already used by the dashboard at flow.yaml:18",
             "flow.yaml:26: dashboards.1.panels.0.latitude: unknown field 'latitude' "
             "(node store stores: level, water_temp; set latitude to the field or tag holding it)",
             "flow.yaml:26: dashboards.1.panels.0.longitude: unknown field 'longitude' "
             "(node store stores: level, water_temp; set longitude to the field or tag holding it)",
+        ],
+    ),
+    "uid of a generated dashboard": (
+        """    uid: pegel-store-wasserstand-8df314a4
+    panels:
+      - {type: stat, title: A, fields: [level]}
+""",
+        [
+            "flow.yaml:18: dashboards.0.uid: dashboard uid 'pegel-store-wasserstand-8df314a4' already used by "
+            "the dashboard generated for node store",
         ],
     ),
 }
