@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -29,6 +30,11 @@ from nodes.http import HttpAnswer, HttpInNode, HttpResponseNode, json_answer, re
 if TYPE_CHECKING:
     from editor_api.app import ApiState
     from engine.runtime import Engine
+
+log = logging.getLogger("klimaflow.api.http_in")
+
+#: Pairs of http-in node ids already reported as serving the same request.
+_conflicts_logged: set[tuple[str, str]] = set()
 
 #: Request headers that never reach the flow.
 HIDDEN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
@@ -56,10 +62,15 @@ def expects_response(engine: Engine, node_id: str) -> bool:
 def _find(
     engine: Engine | None, method: str, path: str
 ) -> tuple[HttpInNode, dict[str, Any]] | list[str] | None:
-    """The endpoint for a request; the methods allowed on the path if only the method is wrong."""
+    """The endpoint for a request; the methods allowed on the path if only the method is wrong.
+
+    Two nodes serving the same request: the first in the engine's order answers, and the
+    conflict is logged once.
+    """
     if engine is None:
         return None
     allowed: list[str] = []
+    found: tuple[HttpInNode, dict[str, Any]] | None = None
     for rt in list(engine.runtimes.values()):
         node = rt.node
         if not isinstance(node, HttpInNode):
@@ -67,10 +78,18 @@ def _find(
         params = node.match(path)
         if params is None:
             continue
-        if node.config.method == method:
-            return node, params
-        allowed.append(node.config.method)
-    return sorted(set(allowed)) or None
+        if node.config.method != method:
+            allowed.append(node.config.method)
+        elif found is None:
+            found = node, params
+        else:
+            pair = (found[0].ctx.node_id, node.ctx.node_id)
+            if pair not in _conflicts_logged:
+                _conflicts_logged.add(pair)
+                log.warning(
+                    "http-in nodes %s and %s both serve %s %s; %s answers", *pair, method, path, pair[0]
+                )
+    return found or sorted(set(allowed)) or None
 
 
 def _too_large(limit: int) -> HttpAnswer:

@@ -389,3 +389,21 @@ def test_klimaflow_run_with_api_serves_the_endpoint(tmp_path: Path, monkeypatch:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
     assert proc.returncode == 0
+
+
+async def test_two_nodes_on_one_endpoint_first_answers_and_the_conflict_is_logged(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    (served.flow_dir / "twin.yaml").write_text(
+        IMPORT_FLOW.replace("id: imports", "id: twin").replace("import-", "twin-"), encoding="utf-8"
+    )
+    result = await served.supervisor.reload()
+    assert result.ok, result.message
+    r = await served.client.post("/api/v1/import/dwd", json={}, headers=bearer(IMPORT_TOKEN))
+    assert r.status_code == 202
+    await wait_until(lambda: len(served.received("import-seen")) == 1)
+    assert served.received("twin-seen") == []
+    assert (
+        "http-in nodes import-in and twin-in both serve POST /api/v1/import/dwd; import-in answers"
+        in caplog.messages
+    )
