@@ -11,7 +11,7 @@ import pytest
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from grafana_provisioning.provision import generate
+from grafana_provisioning.provision import embeds, generate
 from tests.flowkit import validate_doc
 from tests.grafana_provisioning.helpers import DECLARED, flow_doc, validated, write_registry
 
@@ -364,3 +364,15 @@ def test_a_valid_section_passes_without_issues() -> None:
     result, issues = validate_doc(HEAD + "    panels:\n      - {type: stat, title: A, fields: [level]}\n")
     assert result is not None, [i.format() for i in issues]
     assert issues == []
+
+
+def test_declared_panels_have_embed_urls(tmp_path: Path) -> None:
+    doc = flow_doc(write_registry(tmp_path), V1)
+    doc["dashboards"] = [DECLARED]
+    prov = generate(validated(doc))
+    urls = [e.url for e in embeds(prov.dashboards) if e.dashboard_uid == "klima-boden-uebersicht"]
+    assert (
+        urls[0]
+        == "/d-solo/klima-boden-uebersicht/boden-uebersicht?orgId=1&panelId=1&from=now-7d&to=now&theme=light"
+    )
+    assert len(urls) == 8
