@@ -108,6 +108,7 @@ def test_a_deleted_node_takes_its_lines_and_the_blank_line_above_it(ttn: Path) -
         "-    type: registry-enrich",
         "-    name: sensor registry",
         "-    path: ${TTN_REGISTRY:-flows/registry/ttn-sensoren.csv}",
+        '-    measurement_tag: site   # the site name as a tag too, so queries can GROUP BY "site"',
         "-    wires: {out: [ttn-store], error: [ttn-errors]}",
         "-",
     ]

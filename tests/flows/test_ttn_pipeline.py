@@ -90,6 +90,7 @@ async def test_every_uplink_becomes_exactly_one_point_with_exact_values(
         "land_use": "Wiese/Weide",
         "location": "Bad Belzig",
         "registered": "true",
+        "site": "Demo Burgwiese",
         "soil_type": "Lehm",
         "Bat": 3.238,
         "TempC_DS18B20": 0.2,

@@ -127,6 +127,7 @@ class Uplink:
             "land_use": d.land_use,
             "location": d.location,
             "registered": "true",
+            "site": d.measurement,  # measurement_tag: site in the shipped flow
             "soil_type": d.soil_type,
         }
 
