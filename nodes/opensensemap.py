@@ -14,17 +14,19 @@ are understood, told apart by their shape:
 
 Values arrive as strings (``"11.36"``) and become floats; locations are GeoJSON order
 ``[lon, lat(, height)]``. Timestamps come from ``createdAt``, so storing the same
-measurement twice overwrites one point. The newest timestamp per sensor is kept in memory:
-after a restart the first poll fetches the API's default window (48 hours) again, which
-rewrites the same points.
+measurement twice overwrites one point. The newest timestamp per sensor is kept in the
+node's data directory (``remember``), so a restart continues where the last run stopped.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import json
 import math
+import os
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -44,6 +46,11 @@ class OpenSenseMapConfig(NodeConfig):
     (the sensor title), `unit`, `sensor_type`; fields `value`, `lon`, `lat`."""
 
     measurement: str = Field(default="opensensemap", min_length=1, description="Measurement name.")
+    remember: bool = Field(
+        default=True,
+        description="Keep the newest timestamp per sensor in the node's data directory, so a restart "
+        "neither fetches nor stores again what was already there.",
+    )
 
 
 def parse_time(value: Any) -> tuple[int, dt.datetime]:
@@ -116,6 +123,33 @@ class OpenSenseMapNode(Node):
         super().__init__(*args, **kwargs)
         #: Newest timestamp (ns) emitted per sensor id, and its createdAt text.
         self._last: dict[str, tuple[int, str]] = {}
+        self._state_file: Path | None = None
+
+    async def start(self) -> None:
+        if not self.config.remember:
+            return
+        self._state_file = Path(self.ctx.data_dir()) / "last.json"
+        try:
+            saved = json.loads(self._state_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            self.log.warning("ignoring %s: %s", self._state_file, exc)
+            return
+        if isinstance(saved, dict):
+            for sensor_id, created in saved.items():
+                try:
+                    self._last[str(sensor_id)] = (parse_time(created)[0], created)
+                except ValueError:
+                    continue
+
+    def _save(self) -> None:
+        """Written atomically: a crash leaves the old state, never half a file."""
+        if self._state_file is None:
+            return
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({k: v[1] for k, v in self._last.items()}, indent=0), encoding="utf-8")
+        os.replace(tmp, self._state_file)
 
     def _reading(self, ctx: dict[str, str], t: int, value: float, loc: tuple[float, float] | None) -> Reading:
         tags = {
@@ -199,6 +233,7 @@ class OpenSenseMapNode(Node):
             readings.append(self._reading(ctx, t, value, loc))
             requests.append({**ctx, "from_date": from_date})
         if readings:
+            self._save()
             await self.emit(msg.derive(readings))
         if self.ctx.has_wires("sensors"):
             for req in requests:
@@ -232,8 +267,9 @@ class OpenSenseMapNode(Node):
             if newest is None or t > newest[0]:
                 newest = (t, str(record["createdAt"]))
             readings.append(self._reading({k: str(v) for k, v in ctx.items()}, t, value, loc))
-        if newest is not None:
+        if newest is not None and newest != previous:
             self._last[sensor_id] = newest
+            self._save()
         if readings:
             readings.sort(key=lambda r: r["time"])
             await self.emit(msg.derive(readings))

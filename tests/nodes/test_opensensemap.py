@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,10 +64,10 @@ NOW = 1718892000.0
 
 
 async def test_a_box_yields_each_sensors_new_last_measurement_and_a_fetch_request(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(OpenSenseMapNode, "_now", staticmethod(lambda: NOW))
-    async with run_flow(FLOW) as h:
+    async with run_flow(FLOW, data_dir=tmp_path) as h:
         await h.send("osm", raben_box())
         await settle(h)
         [readings] = h.payloads("out")
@@ -122,9 +123,11 @@ async def test_a_box_yields_each_sensors_new_last_measurement_and_a_fetch_reques
     assert h.received("sensors")[8].payload == {**soil_context(), "from_date": "2024-06-20T13:04:51.112Z"}
 
 
-async def test_from_date_reaches_back_at_most_a_month(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_from_date_reaches_back_at_most_a_month(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(OpenSenseMapNode, "_now", staticmethod(lambda: NOW + 40 * 86400))
-    async with run_flow(FLOW) as h:
+    async with run_flow(FLOW, data_dir=tmp_path) as h:
         await h.send("osm", raben_box())
         box = raben_box()
         box["sensors"][7]["lastMeasurement"] = {"value": "11.30", "createdAt": "2024-07-30T13:00:00Z"}
@@ -134,8 +137,8 @@ async def test_from_date_reaches_back_at_most_a_month(monkeypatch: pytest.Monkey
     assert h.received("sensors")[8].payload["from_date"] == "2024-06-29T14:00:00.000Z"
 
 
-async def test_the_apidoc_box_example() -> None:
-    async with run_flow(FLOW) as h:
+async def test_the_apidoc_box_example(tmp_path: Path) -> None:
+    async with run_flow(FLOW, data_dir=tmp_path) as h:
         await h.send("osm", load("box_GET_boxes_boxId_apidoc_example.json"))
         await settle(h)
     [readings] = h.payloads("out")
@@ -154,7 +157,7 @@ async def test_the_apidoc_box_example() -> None:
     assert readings[0]["tags"]["box_name"] == "Oststr/Mauritzsteinpfad"
 
 
-async def test_measurement_list_new_ones_only_and_bad_records_rejected() -> None:
+async def test_measurement_list_new_ones_only_and_bad_records_rejected(tmp_path: Path) -> None:
     records = load(f"SYNTHETIC_measurements_bad_belzig_Bodenfeuchte_{SOIL}.json")
     url = f"https://api.opensensemap.org/boxes/{RABEN}/data/{SOIL}"
     meta: dict[str, Any] = {"opensensemap": soil_context(), "http_request": {"url": url}}
@@ -164,7 +167,7 @@ async def test_measurement_list_new_ones_only_and_bad_records_rejected() -> None
         {"location": [52.0707], "createdAt": "2024-06-20T13:21:00.000Z", "value": "11.2"},
         {"location": [12.5316, 52.0707], "createdAt": "2024-06-20T13:22:00.000Z", "value": "11.25"},
     ]
-    async with run_flow(FLOW) as h:
+    async with run_flow(FLOW, data_dir=tmp_path) as h:
         await h.send("osm", records, **meta)
         await settle(h)
         await h.send("osm", records, **meta)  # fetched again: nothing new
@@ -190,8 +193,8 @@ async def test_measurement_list_new_ones_only_and_bad_records_rejected() -> None
     ]
 
 
-async def test_unusable_answers_are_message_errors() -> None:
-    async with run_flow(FLOW) as h:
+async def test_unusable_answers_are_message_errors(tmp_path: Path) -> None:
+    async with run_flow(FLOW, data_dir=tmp_path) as h:
         await h.send("osm", [{"createdAt": "2024-06-20T13:04:51.112Z", "value": "1"}])
         await h.send("osm", "createdAt,value\n")
         await h.send("osm", {"sensors": []})
@@ -212,3 +215,63 @@ async def test_unusable_answers_are_message_errors() -> None:
     ]
     # The rest of that box still counts.
     assert len(h.payloads("out")[0]) == 7
+
+
+#: The shipped flow's pair: one node for box answers, one for measurement lists.
+PAIR = {
+    "id": "f",
+    "nodes": [
+        {
+            "id": "box",
+            "type": "opensensemap-measurements",
+            "wires": {"out": ["last"], "sensors": ["sensors"]},
+        },
+        {"id": "data", "type": "opensensemap-measurements", "wires": {"out": ["out"]}},
+        {"id": "last", "type": "collect"},
+        {"id": "sensors", "type": "collect"},
+        {"id": "out", "type": "collect"},
+    ],
+}
+
+
+async def test_a_restart_continues_where_the_last_run_stopped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(OpenSenseMapNode, "_now", staticmethod(lambda: NOW))
+    records = load(f"SYNTHETIC_measurements_bad_belzig_Bodenfeuchte_{SOIL}.json")
+    meta: dict[str, Any] = {"opensensemap": soil_context()}
+    async with run_flow(PAIR, data_dir=tmp_path) as h:
+        await h.send("box", raben_box())
+        await h.send("data", records, **meta)
+        await settle(h)
+        assert len(h.payloads("out")[0]) == 5
+    saved = json.loads((tmp_path / "nodes" / "box" / "last.json").read_text(encoding="utf-8"))
+    assert saved[SOIL] == "2024-06-20T13:04:51.112Z"
+    assert len(saved) == 8
+    saved = json.loads((tmp_path / "nodes" / "data" / "last.json").read_text(encoding="utf-8"))
+    assert saved == {SOIL: "2024-06-20T13:04:51.112Z"}
+
+    newer = {"location": [12.5316, 52.0707], "createdAt": "2024-06-20T13:09:38.500Z", "value": "11.30"}
+    box = raben_box()
+    box["sensors"][7]["lastMeasurement"] = {"value": "11.30", "createdAt": newer["createdAt"]}
+    async with run_flow(PAIR, data_dir=tmp_path) as h:
+        await h.send("box", raben_box())  # what the last run saw: nothing new
+        await h.send("data", records, **meta)
+        await settle(h)
+        assert (h.payloads("out"), h.payloads("sensors")) == ([], [])
+        await h.send("box", box)
+        await h.send("data", [newer, *records], **meta)
+        await settle(h)
+    # Only the soil sensor has news; its fetch starts at the last run's newest measurement.
+    assert [p["from_date"] for p in h.payloads("sensors")] == ["2024-06-20T13:04:51.112Z"]
+    assert [[r["fields"]["value"] for r in p] for p in h.payloads("out")] == [[11.3]]
+
+    # remember: false keeps nothing on disk.
+    other = tmp_path / "other"
+    flow = json.loads(json.dumps(PAIR))
+    flow["nodes"][1]["remember"] = False
+    async with run_flow(flow, data_dir=other) as h:
+        await h.send("data", records, **meta)
+        await settle(h)
+    assert len(h.payloads("out")) == 1
+    assert not (other / "nodes" / "data" / "last.json").exists()
