@@ -304,8 +304,9 @@ class HttpRequestNode(Node):
     async def on_message(self, msg: Message) -> None:
         c = self.config
         request = self._request(msg)
-        where = f"{c.method} {request.url}"
-        info: dict[str, Any] = {"method": c.method, "url": str(request.url), "status": None, "headers": {}}
+        shown = str(request.url.copy_with(userinfo=b""))  # credentials in a URL stay out of logs
+        where = f"{c.method} {shown}"
+        info: dict[str, Any] = {"method": c.method, "url": shown, "status": None, "headers": {}}
         msg.meta["http_request"] = info
         attempt = 0
         while True:
@@ -324,7 +325,9 @@ class HttpRequestNode(Node):
                 failure = ServiceUnavailable(f"{where}: {type(exc).__name__}: {exc or 'connection lost'}")
             else:
                 info.update(
-                    status=response.status_code, url=str(response.url), headers=dict(response.headers.items())
+                    status=response.status_code,
+                    url=str(response.url.copy_with(userinfo=b"")),
+                    headers=dict(response.headers.items()),
                 )
                 status = response.status_code
                 if 200 <= status < 300:

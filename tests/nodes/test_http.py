@@ -377,3 +377,16 @@ async def test_a_server_that_hangs_up_is_service_unavailable() -> None:
         "response. (gave up after 2 attempts)"
     )
     assert accepted == 2
+
+
+async def test_credentials_in_the_url_are_sent_but_not_shown(upstream: tuple[Upstream, str]) -> None:
+    _up, url = upstream
+    with_user = url.replace("http://", "http://klima:geheim@")
+    port, msg = await one_result({"url": f"{with_user}/echo/u"})
+    assert port == "out"
+    expected = base64.b64encode(b"klima:geheim").decode()
+    assert msg.payload["authorization"] == f"Basic {expected}"
+    assert msg.meta["http_request"]["url"] == f"{url}/echo/u"
+    port, msg = await one_result({"url": f"{with_user}/missing", "retries": 0})
+    assert "geheim" not in msg.meta["error"]["message"]
+    assert msg.meta["error"]["message"].startswith(f"GET {url}/missing answered 404")
