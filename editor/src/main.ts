@@ -143,6 +143,8 @@ function undo(): void {
   state.doc = last.doc;
   state.positions = last.positions;
   render();
+  renderConnections();
+  showTitle();
   saveLayout();
 }
 
@@ -396,8 +398,15 @@ function openSettings(): void {
     if (Object.keys(vars).length) fresh.env = vars;
     else delete fresh.env;
     state.doc = fresh;
-    $("flow-title").textContent = `${fresh.label ?? fresh.id}${fresh.id !== state.flowId ? ` (renamed from ${state.flowId})` : ""}`;
+    showTitle();
   });
+}
+
+function showTitle(): void {
+  const doc = state.doc;
+  if (!doc) return;
+  const renaming = doc.id !== state.flowId ? ` (renamed from ${state.flowId}: deploy to apply)` : "";
+  $("flow-title").textContent = `${String(doc.label ?? doc.id)}${renaming}`;
 }
 
 /** The flow's `env`: rows of NAME = value; a value that was a number or boolean stays one. */
@@ -732,10 +741,7 @@ $("logout").onclick = () => {
   api.token.clear();
   location.reload();
 };
-$("undo").onclick = () => {
-  undo();
-  renderConnections();
-};
+$("undo").onclick = undo;
 $("settings").onclick = openSettings;
 $<HTMLSelectElement>("add-connection").onchange = (e) => {
   const select = e.target as HTMLSelectElement;

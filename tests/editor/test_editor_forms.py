@@ -136,8 +136,27 @@ def test_connections_are_edited_with_secrets_as_references(server: tuple[str, Pa
         "token": "${ARCHIVE_TOKEN:-}",
     }
 
-    # Deleted again.
+    # A node picks the connection by name; renaming the connection renames it in the node too.
+    page.click(".palette-item[data-type='influxdb-out']")
+    page.dblclick(".kf-node[data-node-id='influxdb-out-1'] .kf-type")
+    server_field = form.locator("[data-field=server] input")
+    assert server_field.evaluate("e => [...e.list.options].map(o => o.value)") == ["archive"]
+    server_field.fill("archive")
+    form.locator("button.primary").click()
     page.click("#connections li[data-connection=archive]")
+    form.locator("[data-field=name] input").fill("store")
+    form.locator("button.primary").click()
+    expect(page.locator("#connections li")).to_have_text(["broker mqtt", "store influxdb"])
+    deploy_ok(page)
+    data = flow_file(flows)
+    assert list(data["connections"]) == ["broker", "store"]
+    assert data["nodes"][-1] == {"id": "influxdb-out-1", "type": "influxdb-out", "server": "store"}
+
+    # Deleted with its node.
+    page.locator(".kf-node[data-node-id='influxdb-out-1'] .kf-type").click()
+    page.keyboard.press("Delete")
+    expect(page.locator(".kf-node")).to_have_count(4)
+    page.click("#connections li[data-connection=store]")
     form.locator("button.danger").click()
     expect(page.locator("#connections li")).to_have_text(["broker mqtt"])
     deploy_ok(page)
@@ -156,6 +175,15 @@ def test_flow_settings_are_edited_and_deployed(
     expect(form.locator("[data-field=label] input")).to_have_value("Sensors")
     expect(form.locator(".env-row .env-name")).to_have_value("SITE")
     expect(form.locator(".env-row .env-value")).to_have_value("garden")
+
+    # An applied change shows in the title and is undone like any edit.
+    form.locator("[data-field=label] input").fill("Oops")
+    form.locator("button.primary").click()
+    expect(page.locator("#flow-title")).to_have_text("Oops")
+    page.click("#undo")
+    expect(page.locator("#flow-title")).to_have_text("Sensors")
+    page.click("#settings")
+    expect(form.locator("[data-field=label] input")).to_have_value("Sensors")
 
     form.locator("[data-field=label] input").fill("Garden sensors")
     form.locator("textarea[name=description]").fill("Readings from the garden's sensors.")
@@ -177,7 +205,9 @@ def test_flow_settings_are_edited_and_deployed(
     page.click("#settings")
     form.locator("[data-field=id] input").fill("garden")
     form.locator("button.primary").click()
+    expect(page.locator("#flow-title")).to_have_text("Garden sensors (renamed from sensors: deploy to apply)")
     deploy_ok(page)
+    expect(page.locator("#flow-title")).to_have_text("Garden sensors")
     assert flow_file(flows)["id"] == "garden"
     expect(page.locator("#flows li")).to_have_text(["Garden sensors"])
     assert page.locator("#flows li").get_attribute("data-flow-id") == "garden"
