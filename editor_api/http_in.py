@@ -112,6 +112,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _multi(items: list[tuple[str, str]]) -> dict[str, Any]:
+    """Query or form fields as a dict; a repeated field becomes a list of its values."""
+    out: dict[str, Any] = {}
+    for key, value in items:
+        if key in out:
+            prev = out[key]
+            out[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
+        else:
+            out[key] = value
+    return out
+
+
 def parse_body(body: bytes, content_type: str) -> Any:
     """JSON for JSON types, a dict for form data, text for ``text/*``, else the bytes; None if empty.
 
@@ -138,26 +150,8 @@ def parse_body(body: bytes, content_type: str) -> Any:
             raise ValueError(f"request body is not {charset} text: {exc}") from None
         if ctype.startswith("text/"):
             return text
-        form: dict[str, Any] = {}
-        for key, value in parse_qsl(text, keep_blank_values=True):
-            if key in form:
-                prev = form[key]
-                form[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
-            else:
-                form[key] = value
-        return form
+        return _multi(parse_qsl(text, keep_blank_values=True))
     return body
-
-
-def _multi(items: list[tuple[str, str]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in items:
-        if key in out:
-            prev = out[key]
-            out[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
-        else:
-            out[key] = value
-    return out
 
 
 class HttpInMiddleware:

@@ -246,12 +246,16 @@ async def test_body_size_content_types_and_methods(served: Served) -> None:
         url, content=b"\x00\x01", headers={**auth, "Content-Type": "application/zip"}
     )
     assert r.status_code == 202
-    r = await served.client.post(url, data={"file": "a.csv"}, headers=auth)
+    r = await served.client.post(url, data={"file": ["a.csv", "b.csv"], "note": ""}, headers=auth)
     assert r.status_code == 202
     r = await served.client.get(url, headers=auth)
     assert (r.status_code, r.headers["allow"]) == (405, "POST")
     await wait_until(lambda: len(served.received("import-seen")) == 3)
-    assert [m.payload for m in served.received("import-seen")] == ["Größe;1", b"\x00\x01", {"file": "a.csv"}]
+    assert [m.payload for m in served.received("import-seen")] == [
+        "Größe;1",
+        b"\x00\x01",
+        {"file": ["a.csv", "b.csv"], "note": ""},
+    ]
 
 
 async def test_api_auth_roles_and_http_response(served: Served) -> None:
