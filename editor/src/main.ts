@@ -550,6 +550,7 @@ async function reloadAndMerge(): Promise<void> {
     state.positions = autoLayout(state.doc.nodes, state.positions, heightOf);
     render();
     renderConnections();
+    showTitle();
     void deploy();
   };
   if (m.conflicts.length === 0) apply({});

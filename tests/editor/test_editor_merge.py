@@ -37,7 +37,7 @@ def deploy_elsewhere(url: str, change: Any) -> None:
     """Someone else's deploy, through the API, of the running flow changed by ``change``."""
     flow = api(url, "GET", "/api/flows/readings")
     doc = flow["document"]
-    change({n["id"]: n for n in doc["nodes"]})
+    change(doc, {n["id"]: n for n in doc["nodes"]})
     result = api(
         url,
         "POST",
@@ -68,10 +68,14 @@ def test_a_conflict_is_merged_node_by_node_and_deployed(
     # Here: `show` renamed, a debug node added. Meanwhile elsewhere: `show` renamed too, and the
     # button's payload changed.
     rename_show(page, "shown here")
+    page.click("#settings")
+    page.locator("#node-form [data-field=label] input").fill("Readings here")
+    page.locator("#node-form button.primary").click()
     page.click(".palette-item[data-type='debug']")
     expect(page.locator(".kf-node")).to_have_count(4)
 
-    def elsewhere(nodes: dict[str, Any]) -> None:
+    def elsewhere(doc: dict[str, Any], nodes: dict[str, Any]) -> None:
+        doc["label"] = "Readings there"
         nodes["tick"]["payload"] = {"temp": 30}
         nodes["show"]["name"] = "shown there"
 
@@ -82,17 +86,22 @@ def test_a_conflict_is_merged_node_by_node_and_deployed(
     assert "debug-1" not in nodes_in(flows)
     page.click("#merge")
 
-    # Only `show` is asked about; both of its versions are shown.
+    # Only `show` and the label are asked about; both versions of each are shown.
     conflicts = page.locator("#node-form .conflict")
-    expect(conflicts).to_have_count(1)
-    expect(conflicts.locator("legend")).to_have_text("node show")
-    expect(conflicts.locator("pre").nth(0)).to_contain_text('"name": "shown here"')
-    expect(conflicts.locator("pre").nth(1)).to_contain_text('"name": "shown there"')
+    expect(conflicts.locator("legend")).to_have_text(["node show", "setting label"])
+    show = conflicts.nth(0)
+    expect(show.locator("pre").nth(0)).to_contain_text('"name": "shown here"')
+    expect(show.locator("pre").nth(1)).to_contain_text('"name": "shown there"')
+    expect(conflicts.nth(1).locator("pre")).to_have_text(['"Readings here"', '"Readings there"'])
     screenshot(page, tmp_path, "editor-merge-conflict.png")
-    conflicts.locator("input[value=remote]").check()
+    show.locator("input[value=remote]").check()  # the label stays mine (the default)
     page.locator("#node-form button.primary", has_text="Merge and deploy").click()
     expect(page.locator("#result.ok")).to_contain_text("Deployed")
 
+    assert (
+        YAML(typ="safe").load((flows / "readings.yaml").read_text(encoding="utf-8"))["label"]
+        == "Readings here"
+    )
     nodes = nodes_in(flows)
     assert list(nodes) == ["tick", "rename", "show", "debug-1"]
     assert nodes["tick"]["payload"] == {"temp": 30}  # changed only there: taken
@@ -108,8 +117,9 @@ def test_a_conflict_is_merged_node_by_node_and_deployed(
     page.locator("#node-form [data-field=name] input").fill("new debug")
     page.locator("#node-form button.primary").click()
 
-    def elsewhere_again(nodes: dict[str, Any]) -> None:
+    def elsewhere_again(doc: dict[str, Any], nodes: dict[str, Any]) -> None:
         nodes["rename"]["rules"] = [{"move": "payload.temp", "to": "payload.celsius"}]
+        doc["label"] = "Readings (celsius)"
 
     deploy_elsewhere(url, elsewhere_again)
     page.click("#deploy")
@@ -119,6 +129,7 @@ def test_a_conflict_is_merged_node_by_node_and_deployed(
     nodes = nodes_in(flows)
     assert nodes["rename"]["rules"] == [{"move": "payload.temp", "to": "payload.celsius"}]
     assert (nodes["show"]["name"], nodes["debug-1"]["name"]) == ("mine again", "new debug")
+    expect(page.locator("#flow-title")).to_have_text("Readings (celsius)")
 
     # The merged flow runs: the button's new payload goes through the new rule.
     page.locator(".kf-node[data-node-id=tick] .kf-inject").click()
