@@ -20,6 +20,8 @@ from starlette.routing import Route
 
 from engine.runtime import Engine
 from engine.validation import load_and_validate
+from grafana_provisioning.macros import expand_influxql
+from grafana_provisioning.provision import generate
 from nodes.opensensemap import OpenSenseMapNode
 from tests.nodes.test_http import serve
 from tests.services.influxdb import InfluxDB
@@ -214,3 +216,27 @@ async def test_poll_stores_every_new_measurement_once(
     )
     per_box = influxdb.query('SELECT count("value") FROM "opensensemap" GROUP BY "box_id"', DB)
     assert {s["tags"]["box_id"]: s["values"][0][1] for s in per_box} == {RABEN: 13, APIDOC_BOX: 7}
+
+    # The flow's declared dashboard shows these points: every panel, macros expanded.
+    [dashboard] = [
+        d.to_json()
+        for d in generate(load_and_validate([FLOW], environ=env)).dashboards
+        if d.uid == "klima-opensensemap"
+    ]
+    to_ms = int(NOW * 1000) + 3_600_000
+    panels = {
+        p["title"]: [
+            r
+            for t in p["targets"]
+            for r in influxdb.rows(
+                expand_influxql(t["query"], from_ms=1_400_000_000_000, to_ms=to_ms, interval="1h"), DB
+            )
+        ]
+        for p in dashboard["panels"]
+    }
+    latest = {(r["box_name"], r["phenomenon"]): r["Wert"] for r in panels["Letzte Werte"]}
+    assert len(latest) == 15
+    assert latest[("Naturparkzentrum Raben", "Bodenfeuchte")] == 11.3
+    stations = {r["box_name"]: (r["latitude"], r["longitude"]) for r in panels["Stationen"]}
+    assert stations["Naturparkzentrum Raben"] == (52.0707, 12.5316)
+    assert {r["box_name"] for r in panels["Messwerte je Sensor"]} == set(stations)
