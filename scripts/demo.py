@@ -6,14 +6,18 @@
    energy / forest / agriculture statistics) through their importer flows, with progress.
 3. ``klimaflow grafana provision`` writes Grafana's provisioning folder for everything the
    flows store.
-4. ``klimaflow run flows/`` with the editor API on 127.0.0.1:1880: the demo flow replays real
-   TTN uplinks as the town's sensor network through MQTT into InfluxDB.
-5. Where to look is printed; Ctrl-C stops the engine (it drains), then the services.
+4. A private WordPress (with MariaDB) when its Debian packages are installed (setup.sh
+   installs them), for the weekly summary post.
+5. ``klimaflow run flows/`` with the editor API on 127.0.0.1:1880: the demo flow replays real
+   TTN uplinks as the town's sensor network through MQTT into InfluxDB, and the weekly
+   summary is written to WordPress 40 s after start.
+6. Where to look is printed; Ctrl-C stops the engine (it drains), then the services.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from tests.services._proc import free_port, port_open  # noqa: E402
 from tests.services.influxdb import InfluxDB  # noqa: E402
 from tests.services.mosquitto import Mosquitto  # noqa: E402
+from tests.services.wordpress import ADMIN_LOGIN_PASSWORD, ADMIN_USER, WordPress  # noqa: E402
 
 KLIMAFLOW = ROOT / ".venv" / "bin" / "klimaflow"
 DB = "klimadaten"
@@ -63,8 +68,28 @@ def _wait_ready(url: str, engine: subprocess.Popen[bytes], timeout: float = 60.0
     return False
 
 
-def _where_to_look(api_url: str, influx: InfluxDB, provisioning: Path) -> str:
-    query = 'SELECT last("water_SOIL") FROM /.*/ GROUP BY "device_id"'
+def _start_wordpress() -> WordPress | None:
+    if not (shutil.which("php") and Path("/usr/share/wordpress").is_dir() and shutil.which("mariadbd")):
+        print("demo: no WordPress (install php-cli php-mysql mariadb-server wordpress): no weekly post")
+        return None
+    print("demo: installing a private WordPress (about 30 s)...", flush=True)
+    try:
+        return WordPress().start()
+    except Exception as exc:  # the rest of the demo works without it
+        print(f"demo: WordPress did not start ({exc}); no weekly post", flush=True)
+        return None
+
+
+def _where_to_look(api_url: str, influx: InfluxDB, provisioning: Path, site: WordPress | None) -> str:
+    query = 'SELECT last("water_SOIL") FROM /.*/ GROUP BY "site"'
+    wordpress = (
+        [
+            f"  WordPress   {site.url}/wp-admin/  (login {ADMIN_USER} / {ADMIN_LOGIN_PASSWORD});",
+            f"              the weekly summary post appears 40 s after start: {site.url}/?s=Wochenbericht",
+        ]
+        if site is not None
+        else []
+    )
     return "\n".join(
         [
             "",
@@ -76,6 +101,7 @@ def _where_to_look(api_url: str, influx: InfluxDB, provisioning: Path) -> str:
             "              (soil moisture per sensor; the replay adds one uplink every 2 s)",
             f"  Grafana     provisioning written to {provisioning}",
             "              (mount it as /etc/grafana/provisioning; see docs/grafana.md)",
+            *wordpress,
             "  Ctrl-C stops everything the demo started.",
             "",
         ]
@@ -88,6 +114,7 @@ def main() -> int:
     broker = Mosquitto(persistence=True).start()
     influx = InfluxDB().start()
     engine: subprocess.Popen[bytes] | None = None
+    site: WordPress | None = None
     try:
         influx.create_database(DB)
         # Decades of weekly groundwater levels: one shard per year instead of InfluxDB 1.x's
@@ -104,6 +131,16 @@ def main() -> int:
             "KLIMAFLOW_DATA": str(work),
         }
         _import_open_data(env)
+        site = _start_wordpress()
+        if site is not None:
+            user, password = site.auth("editor")
+            env |= {
+                "WORDPRESS_URL": site.url,
+                "WORDPRESS_USER": user,
+                "WORDPRESS_APP_PASSWORD": password,
+                "WEEKLY_SUMMARY_AT_START": "true",
+                "WEEKLY_SUMMARY_DELAY": "40s",
+            }
         provisioning = work / "grafana"
         subprocess.run(
             [str(KLIMAFLOW), "grafana", "provision", "flows/", "--out", str(provisioning)],
@@ -133,7 +170,7 @@ def main() -> int:
         signal.signal(signal.SIGINT, forward)
         signal.signal(signal.SIGTERM, forward)
         if _wait_ready(f"http://{api}", engine):
-            print(_where_to_look(f"http://{api}", influx, provisioning), flush=True)
+            print(_where_to_look(f"http://{api}", influx, provisioning, site), flush=True)
         return engine.wait()
     finally:
         if engine is not None and engine.poll() is None:
@@ -141,6 +178,8 @@ def main() -> int:
             engine.wait(timeout=30)
         broker.cleanup()
         influx.cleanup()
+        if site is not None:
+            site.cleanup()
 
 
 if __name__ == "__main__":
