@@ -28,6 +28,7 @@ pytestmark = [
 marionette = pytest.importorskip("marionette_driver.marionette")
 By = pytest.importorskip("marionette_driver.by").By
 Wait = pytest.importorskip("marionette_driver.wait").Wait
+Keys = pytest.importorskip("marionette_driver.keys").Keys
 
 
 def _free_port() -> int:
@@ -57,6 +58,16 @@ def texts(ff: Any, css: str) -> list[str]:
     return [e.text for e in ff.find_elements(By.CSS_SELECTOR, css)]
 
 
+def keys(ff: Any, *pressed: str) -> None:
+    """Press the keys together (modifiers first) and let go, as a person does."""
+    seq = ff.actions.sequence("key", "keyboard")
+    for k in pressed:
+        seq.key_down(k)
+    for k in reversed(pressed):
+        seq.key_up(k)
+    seq.perform()
+
+
 def until(ff: Any, check: Any, message: str) -> Any:
     return Wait(ff, timeout=20).until(check, message=message)
 
@@ -79,14 +90,22 @@ def test_log_in_see_the_graph_and_deploy_in_firefox(firefox: Any, tmp_path: Path
         assert texts(ff, "#flows li") == ["Readings"]
         until(ff, lambda f: len(f.find_elements(By.CSS_SELECTOR, ".drawflow .connection")) == 2, "two wires")
 
-        # A node from the palette, deployed: the file has it.
+        # Two nodes from the palette; one is selected and removed with the Delete key.
         ff.find_element(By.CSS_SELECTOR, ".palette-item[data-type='debug']").click()
-        until(ff, lambda f: len(f.find_elements(By.CSS_SELECTOR, ".kf-node")) == 4, "the added box")
-        ff.find_element(By.ID, "deploy").click()
+        ff.find_element(By.CSS_SELECTOR, ".palette-item[data-type='delay']").click()
+        until(ff, lambda f: len(f.find_elements(By.CSS_SELECTOR, ".kf-node")) == 5, "the added boxes")
+        ff.find_element(By.CSS_SELECTOR, ".kf-node[data-node-id='delay-1'] .kf-type").click()
+        keys(ff, Keys.DELETE)
+        until(ff, lambda f: len(f.find_elements(By.CSS_SELECTOR, ".kf-node")) == 4, "the box deleted")
+
+        # Ctrl+S deploys (and does not open Firefox's "Save page"): the file has the new node.
+        keys(ff, Keys.CONTROL, "s")
         until(
             ff, lambda f: f.find_element(By.ID, "result").text.startswith("Deployed"), "the deploy's answer"
         )
-        assert "  - id: debug-1\n    type: debug\n" in (flows / "readings.yaml").read_text(encoding="utf-8")
+        text = (flows / "readings.yaml").read_text(encoding="utf-8")
+        assert "  - id: debug-1\n    type: debug\n" in text
+        assert "delay-1" not in text
 
         # Live: the ▶ button runs the flow and the sidebar shows the debug message (SSE).
         ff.find_element(By.CSS_SELECTOR, ".kf-node[data-node-id=tick] .kf-inject").click()
