@@ -45,6 +45,7 @@ def firefox(tmp_path: Path) -> Iterator[Any]:
         headless=True,
         startup_timeout=90,
         workspace=str(tmp_path),
+        gecko_log=str(tmp_path / "gecko.log"),  # not into the checkout
     )
     client.start_session()
     try:
