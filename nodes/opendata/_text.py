@@ -12,7 +12,7 @@ import codecs
 import csv
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -150,3 +150,22 @@ def fit_fields(line: Line, columns: int) -> tuple[list[str] | None, str]:
     if len(fields) != columns:
         return None, f"expected {columns} fields, got {len(fields)}"
     return fields, ""
+
+
+def number_cells(
+    fields: list[str], columns: Iterable[tuple[str, int]], headers: list[str]
+) -> tuple[dict[str, float], str]:
+    """The numbers of the named columns (empty cells left out), or the reason a cell is not one.
+
+    A typo in one number rejects the row instead of silently dropping that value.
+    """
+    values: dict[str, float] = {}
+    for name, i in columns:
+        cell = fields[i]
+        if not cell:
+            continue
+        number = parse_number(cell)
+        if number is None:
+            return values, f"{headers[i]}: {cell[:60]!r} is not a number"
+        values[name] = number
+    return values, ""

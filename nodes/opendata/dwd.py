@@ -30,7 +30,14 @@ from collections.abc import Iterator
 from pydantic import Field
 
 from nodes.opendata._base import FileInfo, FileParserNode, ParserConfig, Rejection
-from nodes.opendata._text import csv_lines, fit_fields, header_key, header_names, parse_number, year_ns
+from nodes.opendata._text import (
+    csv_lines,
+    fit_fields,
+    header_key,
+    header_names,
+    number_cells,
+    year_ns,
+)
 from nodes.ttn import FieldValue, Reading
 
 #: Field name -> accepted header names (compared with :func:`header_key`).
@@ -147,17 +154,8 @@ class DwdClimateMeansNode(FileParserNode):
                 )
                 continue
             period = f"{m.group(1)}-{m.group(2)}"
-            values: dict[str, FieldValue] = {}
-            bad = ""
-            for name in MONTHS:
-                cell = fields[index[name]]
-                if not cell:
-                    continue
-                number = parse_number(cell)
-                if number is None:
-                    bad = f"{names[index[name]]}: {cell!r} is not a number"
-                    break
-                values[name] = number
+            numbers, bad = number_cells(fields, ((m, index[m]) for m in MONTHS), names)
+            values: dict[str, FieldValue] = dict(numbers)
             if bad or not values:
                 yield Rejection(line.number, bad or "no values", line.text)
                 continue

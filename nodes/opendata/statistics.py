@@ -39,7 +39,7 @@ from nodes.opendata._text import (
     fit_fields,
     header_key,
     header_names,
-    parse_number,
+    number_cells,
     parse_year,
     year_ns,
 )
@@ -165,17 +165,8 @@ class StatisticsCsvNode(FileParserNode):
                 empty = [names[i] for i in tag_at.values() if not fields[i]]
                 yield Rejection(line.number, f"{empty[0]} is empty", line.text)
                 continue
-            values: dict[str, FieldValue] = {}
-            bad = ""
-            for name, i in field_at.items():
-                cell = fields[i]
-                if not cell:
-                    continue
-                number = parse_number(cell)
-                if number is None:
-                    bad = f"{names[i]}: {cell[:60]!r} is not a number"
-                    break
-                values[name] = number
+            numbers, bad = number_cells(fields, field_at.items(), names)
+            values: dict[str, FieldValue] = dict(numbers)
             if bad or not values:
                 yield Rejection(line.number, bad or "no values", line.text)
                 continue
