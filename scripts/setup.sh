@@ -12,6 +12,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 # -- system packages --------------------------------------------------------------------------
 packages=(mosquitto mosquitto-clients influxdb openssl chromium wordpress php-cli php-mysql mariadb-server)
 packages+=(firefox-esr) # the editor's Firefox smoke test (driven over Marionette, no geckodriver)
+packages+=(docker-compose) # parses docker/docker-compose.yml in tests/docker (no Docker engine needed)
 if ! command -v python3 >/dev/null 2>&1; then
     packages+=(python3 python3-venv)
 elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
