@@ -128,7 +128,7 @@ class _Collector:
         return any(i.severity == "error" for i in self.issues)
 
 
-_TOP_LEVEL_KEYS = "$schema, id, label, description, env, connections, nodes"
+_TOP_LEVEL_KEYS = "$schema, id, label, description, env, connections, nodes, dashboards"
 _WIRES_SHAPE = "wires must be a list of node ids, or a mapping from port name to a list of node ids"
 
 

@@ -96,7 +96,7 @@ def test_a_document_that_is_not_a_mapping() -> None:
 
 def test_unknown_top_level_key() -> None:
     assert issues_of("id: f\nnodes: []\nnodez: []\n") == [
-        "flow.yaml:3: unknown top-level key 'nodez' (allowed: $schema, id, label, description, env, connections, nodes)"
+        "flow.yaml:3: unknown top-level key 'nodez' (allowed: $schema, id, label, description, env, connections, nodes, dashboards)"
     ]
 
 
