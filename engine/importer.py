@@ -98,6 +98,11 @@ def choose_entry(validated: ValidatedDeployment, entry: str | None) -> str:
             )
         return entry
     candidates = sorted(nid for nid, spec in nodes.items() if spec.type in ENTRY_TYPES)
+    # Files come in as files: a flow with a watch (or file-in) and an http-in upload
+    # endpoint imports through the former unless --entry says otherwise.
+    file_entries = [nid for nid in candidates if nodes[nid].type != "http-in"]
+    if file_entries:
+        candidates = file_entries
     if not candidates:
         raise ImportSetupError(f"the flow has no entry node for files (a {', '.join(ENTRY_TYPES)} node)")
     if len(candidates) > 1:

@@ -19,8 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from editor_api.app import create_app
+from editor_api.auth import Authenticator, AuthSettings, TokenEntry, hash_token
+from editor_api.server import ApiServer, bind
+from engine.supervisor import Supervisor
 from tests.flowkit import run_flow
 from tests.nodes.opendata.helpers import count, long_shards
 from tests.services.influxdb import InfluxDB
@@ -216,3 +221,49 @@ def test_import_groundwater_zip_by_hand(tmp_path: Path, influxdb: InfluxDB) -> N
     r = klimaflow_import(influxdb, "groundwater.yaml", archive)
     assert (r.returncode, r.stdout) == (0, "678 points stored from 1 file, 0 rows rejected\n")
     assert count(influxdb, "groundwater", "depth_below_surface_cm", "station = '38404690'") == 678
+
+
+async def test_a_station_file_uploaded_to_the_groundwater_endpoint_is_stored(
+    influxdb: InfluxDB, tmp_path: Path
+) -> None:
+    """What the town's data repository does when a file changes: POST it to the running engine."""
+    empty = tmp_path / "watched"
+    empty.mkdir()  # the watch node sees nothing: every point comes through the upload
+    flow_dir = tmp_path / "flows"
+    flow_dir.mkdir()
+    shutil.copy(FLOWS / "groundwater.yaml", flow_dir / "groundwater.yaml")
+    sup = Supervisor(
+        [flow_dir], data_dir=tmp_path / "data", environ=influx_env(influxdb, GROUNDWATER_DIR=str(empty))
+    )
+    await sup.start()
+    editor, reader = "kf_editor-upload-0123456789abcdef", "kf_reader-upload-0123456789abcdef"
+    auth = Authenticator(
+        AuthSettings(
+            tokens=[
+                TokenEntry(id="editor", role="editor", token_hash=hash_token(editor)),
+                TokenEntry(id="reader", role="reader", token_hash=hash_token(reader)),
+            ]
+        )
+    )
+    server = ApiServer(create_app(sup, auth), bind("127.0.0.1", 0))
+    await server.start()
+    station = shared_path(*APW, "38413470,52.145030,12.634290.csv")
+    url = f"/api/v1/import/groundwater/{station.name}"
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            body = station.read_bytes()
+            headers = {"Content-Type": "application/octet-stream"}
+            r = await client.post(url, content=body, headers=headers)
+            assert r.status_code == 401
+            r = await client.post(url, content=body, headers={**headers, "Authorization": f"Bearer {reader}"})
+            assert r.status_code == 403
+            r = await client.post(url, content=body, headers={**headers, "Authorization": f"Bearer {editor}"})
+            assert r.status_code == 202
+        await until(lambda: count(influxdb, "groundwater", "depth_below_surface_cm") == 1089, "1089 points")
+    finally:
+        await server.stop()
+        await sup.stop()
+    # Station and coordinates come from the uploaded file's name, as for a watched file.
+    assert count(influxdb, "groundwater", "depth_below_surface_cm", "station = '38413470'") == 1089
+    [row] = influxdb.rows('SELECT last("latitude"), last("longitude") FROM "groundwater"', "klima")
+    assert (row["last"], row["last_1"]) == (52.14503, 12.63429)
