@@ -22,12 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
-from editor_api.app import create_app
-from editor_api.auth import Authenticator, AuthSettings, TokenEntry, hash_token
-from editor_api.server import ApiServer, bind
 from engine.supervisor import Supervisor
 from tests.flowkit import run_flow
 from tests.nodes.opendata.helpers import count, long_shards
+from tests.services.api import api_server
 from tests.services.influxdb import InfluxDB
 from tests.shared_data import REPO, shared_path
 
@@ -237,20 +235,13 @@ async def test_a_station_file_uploaded_to_the_groundwater_endpoint_is_stored(
     )
     await sup.start()
     editor, reader = "kf_editor-upload-0123456789abcdef", "kf_reader-upload-0123456789abcdef"
-    auth = Authenticator(
-        AuthSettings(
-            tokens=[
-                TokenEntry(id="editor", role="editor", token_hash=hash_token(editor)),
-                TokenEntry(id="reader", role="reader", token_hash=hash_token(reader)),
-            ]
-        )
-    )
-    server = ApiServer(create_app(sup, auth), bind("127.0.0.1", 0))
-    await server.start()
     station = shared_path(*APW, "38413470,52.145030,12.634290.csv")
     url = f"/api/v1/import/groundwater/{station.name}"
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        async with (
+            api_server(sup, {"editor": editor, "reader": reader}) as base_url,
+            httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+        ):
             body = station.read_bytes()
             headers = {"Content-Type": "application/octet-stream"}
             r = await client.post(url, content=body, headers=headers)
@@ -259,9 +250,10 @@ async def test_a_station_file_uploaded_to_the_groundwater_endpoint_is_stored(
             assert r.status_code == 403
             r = await client.post(url, content=body, headers={**headers, "Authorization": f"Bearer {editor}"})
             assert r.status_code == 202
-        await until(lambda: count(influxdb, "groundwater", "depth_below_surface_cm") == 1089, "1089 points")
+            await until(
+                lambda: count(influxdb, "groundwater", "depth_below_surface_cm") == 1089, "1089 points"
+            )
     finally:
-        await server.stop()
         await sup.stop()
     # Station and coordinates come from the uploaded file's name, as for a watched file.
     assert count(influxdb, "groundwater", "depth_below_surface_cm", "station = '38413470'") == 1089

@@ -16,13 +16,11 @@ import httpx
 import pytest
 
 import nodes.http
-from editor_api import create_app
-from editor_api.auth import Authenticator, AuthSettings, TokenEntry, hash_token
-from editor_api.server import ApiServer, bind
 from engine.message import Message
 from engine.supervisor import Supervisor
 from tests.editor_api.test_cli_api import _read_until, _start
 from tests.flowkit import CollectNode, test_registry, validate_doc
+from tests.services.api import api_server
 
 IMPORT_TOKEN = "imp-0123456789abcdef"
 EDITOR = "kf_editor-token-0123456789abcdef"
@@ -164,21 +162,13 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         environ={"IMPORT_TOKEN": IMPORT_TOKEN},
     )
     await sup.start()
-    auth = Authenticator(
-        AuthSettings(
-            tokens=[
-                TokenEntry(id="editor", role="editor", token_hash=hash_token(EDITOR)),
-                TokenEntry(id="reader", role="reader", token_hash=hash_token(READER)),
-            ]
-        )
-    )
-    server = ApiServer(create_app(sup, auth), bind("127.0.0.1", 0))
-    await server.start()
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        async with (
+            api_server(sup, {"editor": EDITOR, "reader": READER}) as base_url,
+            httpx.AsyncClient(base_url=base_url, timeout=10) as client,
+        ):
             yield Served(sup, client, flow_dir)
     finally:
-        await server.stop()
         await sup.stop()
 
 
