@@ -49,6 +49,8 @@ SHARED = ROOT.parent / "shared" / "data"
 TEMPLATE = SHARED / "ttn" / "messages" / "up_lse01_device_repo_formatter.json"
 REGISTRY = SHARED / "klima-dashboard" / "The Things Network" / "ttn-sensoren.csv"
 DB = "bench"
+#: Set by --profile: where py-spy writes one collapsed-stack file per scenario.
+PROFILE_DIR: Path | None = None
 MEASUREMENT_QUERY = 'SELECT count("f_cnt") FROM /.*/'
 
 
@@ -300,6 +302,26 @@ def run_scenario(
         if engine.poll() is not None:
             raise RuntimeError(f"engine exited: {(workdir / f'{name}.log').read_text()[-2000:]}")
         cpu0 = proc_cpu_seconds(engine.pid)
+        spy = None
+        if PROFILE_DIR is not None:
+            # Samples the engine into collapsed stacks; py-spy's own CPU is not the engine's.
+            spy = subprocess.Popen(
+                [
+                    str(ROOT / ".venv" / "bin" / "py-spy"),
+                    "record",
+                    "-r",
+                    "250",
+                    "-f",
+                    "raw",
+                    "--nonblocking",
+                    "-o",
+                    str(PROFILE_DIR / f"{name}.txt"),
+                    "--pid",
+                    str(engine.pid),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         http = httpx.Client(timeout=10)
         polls: list[tuple[float, int]] = []
         ctx = mp.get_context("fork")
@@ -331,6 +353,9 @@ def run_scenario(
         cpu1 = proc_cpu_seconds(engine.pid)
         rss = proc_peak_rss_mib(engine.pid)
         dropped = sys_dropped(broker.port)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
     finally:
         engine.send_signal(signal.SIGTERM)
         try:
@@ -388,21 +413,28 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--publishers", type=int, default=2)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--profile", metavar="DIR", help="sample the engine with py-spy into DIR (slows it)")
+    ap.add_argument("--skip-limits", action="store_true", help="do not measure the physical limits")
     args = ap.parse_args()
+    if args.profile:
+        global PROFILE_DIR
+        PROFILE_DIR = Path(args.profile).resolve()
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="kf-bench-"))
     print(
         f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
     )
-    print("physical limits:")
-    ceiling = measure_ceiling().points_per_second
-    print(
-        f"  InfluxDB 1.6.7 batched write ceiling (5,000 points/request, 1 connection): {ceiling:,.0f} points/s"
-    )
-    for qos in (0, 1):
-        r = publisher_ceiling(min(args.messages, 100_000), args.publishers, qos)
+    if not args.skip_limits:
+        print("physical limits:")
+        ceiling = measure_ceiling().points_per_second
         print(
-            f"  publishers ({args.publishers} processes) into Mosquitto, nobody subscribed, QoS {qos}: {r:,.0f} msg/s"
+            f"  InfluxDB 1.6.7 batched write ceiling (5,000 points/request, 1 connection): {ceiling:,.0f} points/s"
         )
+        for qos in (0, 1):
+            r = publisher_ceiling(min(args.messages, 100_000), args.publishers, qos)
+            print(
+                f"  publishers ({args.publishers} processes) into Mosquitto, nobody subscribed, QoS {qos}: {r:,.0f} msg/s"
+            )
     header = f"{'scenario':10} {'offered':>9} {'published':>9} {'stored':>9} {'lost':>6} {'broker drop':>11} {'pub/s':>8} {'e2e/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu µs/msg':>10} {'RSS MiB':>8}"
     print(header)
     for name in args.scenarios.split(","):

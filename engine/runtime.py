@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from engine.errors import ConfigError, EngineError, NodeError, error_chain
+from engine.inbox import Inbox
 from engine.message import Message
 from engine.model import ERROR_PORT, NodeSpec
-from engine.node import Connection, Counters, Node, NodeStatus
+from engine.node import BATCH_LIMIT, Connection, Counters, Node, NodeStatus
 from engine.types import NodeConfig
 from engine.validation import ValidatedDeployment, _connection_fields
 
@@ -116,11 +117,13 @@ class NodeRuntime:
         self.flow_id = spec.flow_id
         self.cls = cls
         self.logger = logging.getLogger(f"klimaflow.node.{spec.id}")
-        self.inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=spec.inbox)
+        self.inbox: Inbox[Message] = Inbox(spec.inbox)
         self.targets: dict[str, list[NodeRuntime]] = {}
         self.counters = Counters()
         self.status = NodeStatus()
         self.busy = False
+        #: Messages taken from the inbox and not yet finished (a batch node takes many).
+        self.in_hand = 0
         self.worker: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         #: Connections the config names: a node is replaced when one of them is.
@@ -133,6 +136,8 @@ class NodeRuntime:
         self.closed = False
         self.paused = False
         self.node: Node = cls(self, config)
+        #: Node types that override on_batch get their inbox in batches.
+        self.batched = cls.on_batch is not Node.on_batch
 
     # -- NodeContext -------------------------------------------------------------------
 
@@ -164,6 +169,45 @@ class NodeRuntime:
             self.emitting -= 1
         self.counters.sent += len(targets)
 
+    async def emit_many(self, msgs: list[Message], port: str = "out") -> None:
+        """Like :meth:`emit` for several messages: one hand-off per receiver, order kept."""
+        targets = self.targets.get(port)
+        if not targets or not msgs:
+            return
+        copies: list[list[Message]] = []
+        try:
+            for _ in targets[1:]:
+                mine: list[Message] = []
+                copies.append(mine)
+                for m in msgs:
+                    mine.append(m.copy())
+        except BaseException:
+            for batch in copies:
+                for cp in batch:
+                    cp.release()
+            raise
+        for m in msgs:
+            for d in m.deliveries:
+                d.retain()
+        self.emitting += 1
+        try:
+            await targets[0].put_many(msgs)
+            for rt, cps in zip(targets[1:], copies, strict=True):
+                await rt.put_many(cps)
+        finally:
+            self.emitting -= 1
+        self.counters.sent += len(targets) * len(msgs)
+
+    async def put_many(self, msgs: list[Message]) -> None:
+        if self.successor is not None:
+            await self.successor.put_many(msgs)
+            return
+        if self.closed:
+            for msg in msgs:
+                self.engine._late_message(self, msg)
+            return
+        await self.inbox.put_many(msgs)
+
     async def put(self, msg: Message) -> None:
         if self.successor is not None:
             # Replaced by a live reload: the replacement's inbox takes it (it starts later).
@@ -172,11 +216,7 @@ class NodeRuntime:
         if self.closed:
             self.engine._late_message(self, msg)
             return
-        q = self.inbox
-        if q.full():
-            await q.put(msg)
-        else:
-            q.put_nowait(msg)
+        await self.inbox.put(msg)
 
     async def emit_error(self, msg: Message, exc: BaseException) -> None:
         await self.engine.route_error(self, msg, exc)
@@ -235,6 +275,9 @@ class NodeRuntime:
         return not self.busy and self.inbox.empty()
 
     async def run_worker(self) -> None:
+        if self.batched:
+            await self._run_batches()
+            return
         q = self.inbox
         node = self.node
         counters = self.counters
@@ -242,24 +285,52 @@ class NodeRuntime:
         while True:
             msg = await q.get()
             self.busy = True
+            self.in_hand = 1
             counters.received += 1
             t0 = clock()
             try:
                 await node.on_message(msg)
             except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
+                if _cancelling():
                     # Cancelled mid-way (drain timeout): not handled, so not acknowledged either.
                     counters.processing_seconds += clock() - t0
                     raise
-                # Node code awaited something that was cancelled: an error of this message,
-                # not a reason for the worker (and so the node) to stop.
-                err = NodeError(f"handling was cancelled: {exc}" if str(exc) else "handling was cancelled")
-                await self.engine.route_error(self, msg, err)
+                await self.engine.route_error(self, msg, _cancelled_error(exc))
             except Exception as exc:
                 await self.engine.route_error(self, msg, exc)
             counters.processing_seconds += clock() - t0
             msg.release()
+            self.in_hand = 0
+            self.busy = False
+
+    async def _run_batches(self) -> None:
+        """The worker of a node that overrides ``on_batch``: everything waiting, at once."""
+        q = self.inbox
+        node = self.node
+        counters = self.counters
+        clock = time.perf_counter
+        while True:
+            msgs = await q.get_batch(BATCH_LIMIT)
+            self.busy = True
+            self.in_hand = len(msgs)
+            counters.received += len(msgs)
+            t0 = clock()
+            try:
+                await node.on_batch(msgs)
+            except asyncio.CancelledError as exc:
+                if _cancelling():
+                    counters.processing_seconds += clock() - t0
+                    raise
+                err = _cancelled_error(exc)
+                for msg in msgs:
+                    await self.engine.route_error(self, msg, err)
+            except Exception as exc:
+                for msg in msgs:
+                    await self.engine.route_error(self, msg, exc)
+            counters.processing_seconds += clock() - t0
+            for msg in msgs:
+                msg.release()
+            self.in_hand = 0
             self.busy = False
 
     def snapshot(self) -> dict[str, Any]:
@@ -473,7 +544,7 @@ class Engine:
             except Exception as exc:
                 rt.logger.error("stop failed: %s: %s", type(exc).__name__, exc)
             drained = await self.wait_idle(max(0.0, deadline - time.monotonic())) and drained
-        self.undrained = sum(rt.inbox.qsize() + (1 if rt.busy else 0) for rt in order)
+        self.undrained = sum(rt.inbox.qsize() + (rt.in_hand if rt.busy else 0) for rt in order)
         if not drained or self.undrained:
             log.warning(
                 "drain timeout after %.1fs: %d message(s) not processed (their sources were not acknowledged)",
@@ -720,21 +791,22 @@ class _LiveSwap:
         """Cancel the worker and tasks; whatever is still queued goes to the replacement or is counted."""
         tasks = [t for t in (rt.worker, *rt.tasks) if t is not None]
         if rt.busy:
-            self.undrained += 1  # cancelled mid-way: not handled, so not acknowledged
+            self.undrained += max(1, rt.in_hand)  # cancelled mid-way: not handled, so not acknowledged
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         rt.busy = False
+        rt.in_hand = 0
         rt.closed = True
         q = rt.inbox
         left: list[Message] = []
         # Taking from a full queue wakes emits that waited for room; they put and are taken too.
         for _ in range(10_000):
-            got = _take_all(q)
+            got = q.take_all()
             left.extend(got)
-            if not got and not getattr(q, "_putters", None):
+            if not got and not q.has_waiting_senders():
                 break
             await asyncio.sleep(0)
         if not left:
@@ -841,10 +913,12 @@ class _LiveSwap:
         return outcome
 
 
-def _take_all(q: asyncio.Queue[Message]) -> list[Message]:
-    out: list[Message] = []
-    while True:
-        try:
-            out.append(q.get_nowait())
-        except asyncio.QueueEmpty:
-            return out
+def _cancelling() -> bool:
+    """Whether the running task itself is being cancelled (not just something it awaited)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+def _cancelled_error(exc: asyncio.CancelledError) -> NodeError:
+    """Node code awaited something that was cancelled: an error of the message, not of the worker."""
+    return NodeError(f"handling was cancelled: {exc}" if str(exc) else "handling was cancelled")

@@ -255,7 +255,13 @@ class MqttConfig(ConnectionConfig):
         return host, port or (8883 if tls else 1883), tls, user, pw
 
 
-Handler = Callable[[aiomqtt.Message, Delivery | None], Awaitable[None]]
+#: Receives the messages of one read batch that match its subscription, in order, and the
+#: batch's shared delivery (None when none of them needs an acknowledgement): every
+#: message it passes on with QoS > 0 retains it once.
+Handler = Callable[[list[aiomqtt.Message], Delivery | None], Awaitable[None]]
+
+#: Most received messages dispatched together (one hand-off to the flow per batch).
+DISPATCH_BATCH = 500
 
 
 @dataclass
@@ -288,6 +294,8 @@ class MqttConnection(Connection):
         self._read_limit = _ReadLimit()
         self.unrouted = 0
         self._closing = False
+        #: topic -> subscriptions it matches; cleared whenever the subscriptions change.
+        self._routes: dict[str, list[Subscription]] = {}
         cfg = self.config
         if cfg.client_id:
             self.client_id = cfg.client_id
@@ -318,6 +326,7 @@ class MqttConnection(Connection):
     def subscribe(self, topic_filter: str, qos: int, handler: Handler) -> Subscription:
         sub = Subscription(topic_filter, qos, handler)
         self.subscriptions.append(sub)
+        self._routes.clear()
         if self.client is not None and self.connected.is_set():
             task = asyncio.ensure_future(self._subscribe(self.client, sub))
             self._bg.add(task)
@@ -337,6 +346,7 @@ class MqttConnection(Connection):
         """
         with contextlib.suppress(ValueError):
             self.subscriptions.remove(sub)
+        self._routes.clear()
         if any(s.topic_filter == sub.topic_filter for s in self.subscriptions):
             return
         client = self.client
@@ -412,13 +422,18 @@ class MqttConnection(Connection):
                     waiting = client.messages.__aiter__()
                     reader = _ReadThrottle(client, self.config.read_high_water)
                     self._read_limit.high = self.config.read_high_water
+                    get_nowait = queue.get_nowait
                     while True:
                         try:
-                            m = queue.get_nowait()
+                            m = get_nowait()
                         except asyncio.QueueEmpty:
                             m = await waiting.__anext__()
+                        batch = [m]
+                        with contextlib.suppress(asyncio.QueueEmpty):
+                            while len(batch) < DISPATCH_BATCH:
+                                batch.append(get_nowait())
                         reader.consumed()
-                        await self._dispatch(client, m)
+                        await self._dispatch(client, batch)
             except aiomqtt.MqttError as exc:
                 self.last_error = str(exc)
                 if not self._closing:
@@ -442,38 +457,66 @@ class MqttConnection(Connection):
             backoff = min(backoff * 2, self.config.reconnect_max)
         self._set_state("closed")
 
-    async def _dispatch(self, client: aiomqtt.Client, m: aiomqtt.Message) -> None:
-        topic = m.topic.value
-        subs = [s for s in self.subscriptions if filter_matches(s.topic_filter, topic)]
+    def _route(self, topic: str) -> list[Subscription]:
+        subs = self._routes.get(topic)
+        if subs is None:
+            subs = [s for s in self.subscriptions if filter_matches(s.topic_filter, topic)]
+            if len(self._routes) >= 10_000:
+                self._routes.clear()
+            self._routes[topic] = subs
+        return subs
+
+    async def _dispatch(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
+        """Hand a read batch to the subscriptions' handlers; one delivery acks the batch.
+
+        The batch's QoS 1/2 messages share one :class:`Delivery`: their PUBACKs go out
+        together, in the order received, once every message derived from any of them is
+        committed downstream. Messages for paused subscriptions are left out of it (never
+        acknowledged: the broker redelivers them on the next session).
+        """
+        acks: list[tuple[int, int]] = []
         delivery: Delivery | None = None
-        if m.qos > 0:
-            mid, qos = m.mid, m.qos
+        groups: dict[int, tuple[Subscription, list[aiomqtt.Message]]] = {}
+        route = self._route
+        for m in batch:
+            subs = route(m.topic.value)
+            if m.qos > 0:
+                if not subs:
+                    # Unsubscribed while the session goes on (a node removed by a live reload):
+                    # no flow wants it any more. Acknowledge, or it would hold one of the
+                    # broker's in-flight slots (max_inflight_messages) for the rest of the session.
+                    acks.append((m.mid, m.qos))
+                elif not all(s.paused for s in subs):
+                    acks.append((m.mid, m.qos))
+            if not subs:
+                self.unrouted += 1
+                continue
+            taken = False
+            for sub in subs:
+                if sub.paused:
+                    continue
+                taken = True
+                entry = groups.get(id(sub))
+                if entry is None:
+                    groups[id(sub)] = (sub, [m])
+                else:
+                    entry[1].append(m)
+            if not taken:
+                # Paused for stop: leave unacknowledged; the broker redelivers on the next session.
+                self.unrouted += 1
+        if acks:
 
             def ack(_ok: bool) -> None:
                 # A stale client (after a reconnect) must not ack: its message ids mean
                 # nothing on the new session, where the broker redelivers the message.
                 if client is self.client:
-                    self._acks.queue(client, mid, qos)
+                    for mid, qos in acks:
+                        self._acks.queue(client, mid, qos)
 
             delivery = Delivery(ack)
-        if not subs:
-            # Unsubscribed while the session goes on (a node removed by a live reload): no
-            # flow wants it any more. Acknowledge, or it would hold one of the broker's
-            # in-flight slots (max_inflight_messages) for the rest of the session.
-            self.unrouted += 1
-            if delivery is not None:
-                delivery.release()
-            return
-        if all(s.paused for s in subs):
-            # Paused for stop: leave unacknowledged; the broker redelivers on the next session.
-            self.unrouted += 1
-            return
-        for sub in subs:
-            if sub.paused:
-                continue
-            if delivery is not None:
-                delivery.retain()
-            await sub.handler(m, delivery)
+        # No try/finally: if a handler fails, the batch stays unacknowledged (redelivered).
+        for sub, msgs in groups.values():
+            await sub.handler(msgs, delivery)
         if delivery is not None:
             delivery.release()
 
@@ -840,24 +883,42 @@ class MqttInNode(Node):
         fmt = self.config.payload_format
         fields_key = self.config.topic_fields
         has_names = any(pattern.names)
+        parsed: dict[str, dict[str, str]] = {}  # topic -> its fields (topics repeat per device)
 
-        async def handle(m: aiomqtt.Message, delivery: Delivery | None) -> None:
-            topic = m.topic.value
-            meta: dict[str, Any] = {"qos": m.qos, "retain": m.retain}
-            if has_names:
-                meta[fields_key] = pattern.parse(topic) or {}
-            deliveries = (delivery,) if delivery is not None else ()
-            raw = m.payload if isinstance(m.payload, bytes | bytearray) else encode_payload(m.payload)
-            try:
-                payload = decode_payload(bytes(raw), fmt)
-            except MessageError as exc:
-                msg = Message(bytes(raw), topic, meta=meta, deliveries=deliveries)
+        async def handle(batch: list[aiomqtt.Message], delivery: Delivery | None) -> None:
+            out: list[Message] = []
+            failed: list[tuple[Message, MessageError]] = []
+            for m in batch:
+                topic = m.topic.value
+                meta: dict[str, Any] = {"qos": m.qos, "retain": m.retain}
+                if has_names:
+                    found = parsed.get(topic)
+                    if found is None:
+                        found = pattern.parse(topic) or {}
+                        if len(parsed) >= 10_000:
+                            parsed.clear()
+                        parsed[topic] = found
+                    meta[fields_key] = dict(found)
+                if delivery is not None and m.qos:
+                    delivery.retain()
+                    deliveries: tuple[Delivery, ...] = (delivery,)
+                else:
+                    deliveries = ()
+                raw = m.payload
+                if type(raw) is not bytes:
+                    raw = bytes(raw) if isinstance(raw, bytearray) else encode_payload(raw)
                 try:
-                    await self.emit_error(msg, exc)
+                    payload = decode_payload(raw, fmt)
+                except MessageError as exc:
+                    failed.append((Message(raw, topic, meta=meta, deliveries=deliveries), exc))
+                    continue
+                out.append(Message(payload, topic, meta=meta, deliveries=deliveries))
+            await self.send_many(out)
+            for msg, problem in failed:
+                try:
+                    await self.emit_error(msg, problem)
                 finally:
                     msg.release()
-                return
-            await self.send(Message(payload, topic, meta=meta, deliveries=deliveries))
 
         return handle
 

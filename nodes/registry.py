@@ -468,10 +468,31 @@ class RegistryEnrichNode(Node):
     # -- messages ------------------------------------------------------------------------
 
     async def on_message(self, msg: Message) -> None:
+        self._check_reload()
+        self._enrich(msg)
+        await self.emit(msg)
+
+    async def on_batch(self, msgs: list[Message]) -> None:
+        self._check_reload()
+        out: list[Message] = []
+        for msg in msgs:
+            try:
+                self._enrich(msg)
+            except MessageError as exc:
+                await self.emit_many(out)
+                out = []
+                await self.emit_error(msg, exc)
+                continue
+            out.append(msg)
+        await self.emit_many(out)
+
+    def _check_reload(self) -> None:
         now = self._clock()
         if now >= self._next_check:
             self._next_check = now + self.config.check_interval
             self.reload()
+
+    def _enrich(self, msg: Message) -> None:
         reading = msg.payload
         tags = reading.get("tags") if type(reading) is dict else None
         if type(tags) is not dict:
@@ -497,4 +518,3 @@ class RegistryEnrichNode(Node):
                     reading["fields"] = dict(entry.fields)
             if entry.measurement:
                 reading["measurement"] = entry.measurement
-        await self.emit(msg)
