@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
 FieldValue = float | int | bool | str
@@ -142,27 +143,27 @@ def series_key(measurement: str, tags: Mapping[str, Any] | None) -> str:
     return "".join(parts)
 
 
-def build_line(
-    measurement: str,
-    tags: Mapping[str, Any] | None,
-    fields: Mapping[str, Any],
-    timestamp: int | None,
-) -> str:
-    """One line of line protocol; tags and fields sorted by key, as Point does.
-
-    Raises :class:`LineProtocolError` when no field is left (after skipping None/NaN),
-    a field key is empty, or the measurement is empty or would start a comment line.
-    """
+def _cached_series_key(measurement: str, tags: Mapping[str, Any] | None) -> str:
+    """:func:`series_key` through ``_series_cache``, for what :func:`build_line` missed there."""
     try:
-        ck: Any = (measurement, *tags.items()) if tags else measurement
-        sk = _series_cache[ck]
-    except KeyError:
-        sk = series_key(measurement, tags)
+        ck: Any = (measurement, *tags, *tags.values()) if tags else measurement
+        hash(ck)
+    except TypeError:  # unhashable tag value: build without the cache
+        return series_key(measurement, tags)
+    sk = series_key(measurement, tags)
+    # Only names and values that are str go in: 1, 1.0 and True are equal dict keys but
+    # give the tags "1", "1.0" and "True", so a cached line must not answer for the others.
+    if type(measurement) is str and (
+        not tags or all(type(x) is str or x is None for t in tags.items() for x in t)
+    ):
         if len(_series_cache) >= _CACHE_LIMIT:
             _series_cache.clear()
         _series_cache[ck] = sk
-    except TypeError:  # unhashable tag value: build without the cache
-        sk = series_key(measurement, tags)
+    return sk
+
+
+def _general_fields(fields: Mapping[str, Any]) -> str:
+    """The fields part of a line, value by value: every shape of ``fields``, every error."""
     out: list[str] = []
     for k in sorted(fields) if len(fields) > 1 else fields:
         v = fields[k]
@@ -189,15 +190,137 @@ def build_line(
             ek = escape_key(k if type(k) is str else str(k))
             if not ek:
                 raise LineProtocolError("a field name is empty")
-            if len(_field_key_cache) >= _CACHE_LIMIT:
-                _field_key_cache.clear()
-            _field_key_cache[k] = ek
+            if type(k) is str:  # as for tags: 1, 1.0 and True must not share an entry
+                if len(_field_key_cache) >= _CACHE_LIMIT:
+                    _field_key_cache.clear()
+                _field_key_cache[k] = ek
         out.append(f"{ek}={s}")
     if not out:
         raise LineProtocolError("no field with a value (None, NaN and infinity are skipped)")
+    return ",".join(out)
+
+
+# -- compiled field shapes ---------------------------------------------------------------------
+#
+# A sensor sends the same field names with the same value types in every reading, so for each
+# shape (names in insertion order, then the value types) the sorting and the escaped names are
+# worked out once, into a %-format such as "Bat=%s,f_cnt=%di,rssi=%s" that writes all fields
+# in one C call.  Only shapes whose values are all exactly float or int are compiled; anything
+# else (bool, str, None, subclasses such as IntEnum or numpy scalars) goes value by value.
+#
+# Most of the time of a line was float repr.  Sensor readings are quantised (a battery in mV,
+# RSSI in dB, a position that does not move), so the text of each float is kept in a bounded
+# dict; a float seen before costs one dict lookup.
+
+
+class _FloatText(dict[float, str]):
+    """Text of a finite float as Point writes it (repr without a trailing ".0"), cached.
+
+    NaN and infinity raise KeyError and are not stored.  0.0 and -0.0 are equal dict keys
+    with different texts ("0", "-0"), so zeros are not stored either.
+    """
+
+    def __missing__(self, value: float) -> str:
+        if value - value != 0.0:
+            raise KeyError(value)
+        text = repr(value)
+        if text[-2:] == ".0":
+            text = text[:-2]
+        if value:
+            if len(self) >= _CACHE_LIMIT:
+                self.clear()
+            self[value] = text
+        return text
+
+
+_float_text = _FloatText()
+_float_text_of = _float_text.__getitem__
+
+# (floats of the fields in sorted order, ints likewise, the tuple of both -> the format's
+# argument order, the format); a getter of one name gives the value, not a tuple, so a single
+# float or int is named twice and ``arrange`` picks one.
+_Getter = Callable[[Any], Any]
+_Plan = tuple[_Getter | None, _Getter | None, _Getter | None, str]
+_NO_PLAN: Any = object()
+_plans: dict[tuple[Any, ...], _Plan | None] = {}
+
+
+def _compile_plan(shape: tuple[Any, ...]) -> _Plan | None:
+    n = len(shape) // 2
+    keys, types = shape[:n], shape[n:]
+    plan: _Plan | None = None
+    if n and all(type(k) is str for k in keys) and all(t is float or t is int for t in types):
+        kind = dict(zip(keys, types, strict=True))
+        order = sorted(keys)
+        try:
+            escaped = [escape_key(k) for k in order]
+        except LineProtocolError:
+            escaped = []  # the value-by-value path raises it, after any earlier error
+        if escaped and all(escaped):
+            fmt = ",".join(
+                e.replace("%", "%%") + ("=%s" if kind[k] is float else "=%di")
+                for k, e in zip(order, escaped, strict=True)
+            )
+            floats = [k for k in order if kind[k] is float]
+            ints = [k for k in order if kind[k] is int]
+            float_names = floats * 2 if len(floats) == 1 else floats
+            int_names = ints * 2 if len(ints) == 1 else ints
+            got = float_names + int_names
+            index = [got.index(k) for k in order]
+            plan = (
+                itemgetter(*float_names) if floats else None,
+                itemgetter(*int_names) if ints else None,
+                None if index == list(range(len(got))) else itemgetter(*index),
+                fmt,
+            )
+    if len(_plans) >= _CACHE_LIMIT:
+        _plans.clear()
+    _plans[shape] = plan
+    return plan
+
+
+def build_line(
+    measurement: str,
+    tags: Mapping[str, Any] | None,
+    fields: Mapping[str, Any],
+    timestamp: int | None,
+) -> str:
+    """One line of line protocol; tags and fields sorted by key, as Point does.
+
+    Raises :class:`LineProtocolError` when no field is left (after skipping None/NaN),
+    a field key is empty, or the measurement is empty or would start a comment line.
+    """
+    try:
+        sk = _series_cache[(measurement, *tags, *tags.values()) if tags else measurement]
+    except (KeyError, TypeError):
+        sk = _cached_series_key(measurement, tags)
+    if type(fields) is dict:
+        shape = (*fields, *map(type, fields.values()))
+        plan = _plans.get(shape, _NO_PLAN)
+        if plan is _NO_PLAN:
+            plan = _compile_plan(shape)
+        if plan is not None:
+            get_floats, get_ints, arrange, fmt = plan
+            values: tuple[Any, ...] | None = ()
+            if get_floats is not None:
+                try:
+                    values = tuple(map(_float_text_of, get_floats(fields)))
+                except KeyError:  # NaN or infinity: skipped, value by value
+                    values = None
+            if get_ints is not None and values is not None:
+                ints = get_ints(fields)
+                if min(ints) >= INT64_MIN and max(ints) <= INT64_MAX:
+                    values += ints
+                else:  # out of range: the value-by-value path raises it
+                    values = None
+            if values is not None:
+                text = fmt % (values if arrange is None else arrange(values))
+                if timestamp is None:
+                    return f"{sk} {text}"
+                return f"{sk} {text} {timestamp}"
     if timestamp is None:
-        return f"{sk} {','.join(out)}"
-    return f"{sk} {','.join(out)} {timestamp}"
+        return f"{sk} {_general_fields(fields)}"
+    return f"{sk} {_general_fields(fields)} {timestamp}"
 
 
 def convert_ns(ns: int, precision: str) -> int:
