@@ -74,7 +74,7 @@ class Message:
     ``deliveries`` are the acknowledgement handles this message keeps alive.
     """
 
-    __slots__ = ("deliveries", "entered_at", "id", "meta", "payload", "topic")
+    __slots__ = ("_id", "deliveries", "entered_at", "meta", "payload", "topic")
 
     def __init__(
         self,
@@ -89,9 +89,21 @@ class Message:
         self.payload = payload
         self.topic = topic
         self.meta: dict[str, Any] = meta if meta is not None else {}
-        self.id = id or new_message_id()
+        self._id = id or None  # made on first use: most messages of a stream never need one
         self.entered_at = entered_at if entered_at is not None else time.time()
         self.deliveries = deliveries
+
+    @property
+    def id(self) -> str:
+        """Unique message id (``_msgid`` in expressions); copies and derived messages share it."""
+        found = self._id
+        if found is None:
+            found = self._id = new_message_id()
+        return found
+
+    @id.setter
+    def id(self, value: str) -> None:
+        self._id = value
 
     def copy(self) -> Message:
         """Deep copy of payload and meta; deliveries are shared and retained once more."""

@@ -510,8 +510,7 @@ class MqttConnection(Connection):
                 # A stale client (after a reconnect) must not ack: its message ids mean
                 # nothing on the new session, where the broker redelivers the message.
                 if client is self.client:
-                    for mid, qos in acks:
-                        self._acks.queue(client, mid, qos)
+                    self._acks.queue_many(client, acks)
 
             delivery = Delivery(ack)
         # No try/finally: if a handler fails, the batch stays unacknowledged (redelivered).
@@ -619,6 +618,21 @@ class _AckBatcher:
             self.flush()
             self._client = client
         self._pending.append(mid)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def queue_many(self, client: aiomqtt.Client, acks: list[tuple[int, int]]) -> None:
+        """Several (mid, qos) at once, in order (a dispatch batch settled)."""
+        if self._client is not client:
+            self.flush()
+            self._client = client
+        pending = self._pending
+        for mid, qos in acks:
+            if qos == 1:
+                pending.append(mid)
+            else:
+                client._client.ack(mid, qos)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
