@@ -728,14 +728,41 @@ class TtnUplinkNode(Node):
 
     async def on_message(self, msg: Message) -> None:
         result = self.parse_payload(msg.payload)
+        port = self._apply(msg, result)
+        await self.emit(msg, port)
+
+    async def on_batch(self, msgs: list[Message]) -> None:
+        """Readings leave as one batch; an event or a failure flushes what came before it (order kept)."""
+        out: list[Message] = []
+        parse = self.parse_payload
+        for msg in msgs:
+            try:
+                result = parse(msg.payload)
+            except Exception as exc:  # this message's problem, not the batch's
+                await self.emit_many(out)
+                out = []
+                await self.emit_error(msg, exc)
+                continue
+            if type(result) is dict:
+                msg.payload = result
+                msg.meta["device_id"] = result["tags"]["device_id"]
+                out.append(msg)
+            else:
+                await self.emit_many(out)
+                out = []
+                await self.emit(msg, self._apply(msg, result))
+        await self.emit_many(out)
+
+    @staticmethod
+    def _apply(msg: Message, result: Reading | TtnEvent) -> str:
+        """Put the result into the message; the port it leaves by."""
         if type(result) is TtnEvent:
             msg.payload = result.message
             msg.meta["ttn_event"] = result.kind
             if result.device_id is not None:
                 msg.meta["device_id"] = result.device_id
-            await self.emit(msg, "events")
-            return
+            return "events"
         assert type(result) is dict
         msg.payload = result
         msg.meta["device_id"] = result["tags"]["device_id"]
-        await self.emit(msg, "out")
+        return "out"
