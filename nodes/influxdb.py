@@ -581,7 +581,7 @@ class InfluxOutNode(Node):
         self._owners: list[tuple[Message, int]] = []
         self._deadline = 0.0
         self._armed = asyncio.Event()
-        self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=2)
+        self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
         self._pending: deque[_Batch] = deque()
         self._stopping = False
         self._down = False
