@@ -188,6 +188,9 @@ def test_reordered_nodes_move_with_their_comments(ttn: Path) -> None:
         "    broker: ttn-broker\n"
         "    topic: v3/{application}/devices/{device_id}/up\n"
         "    qos: ${MQTT_QOS:-0}\n"
+        "    # Raw bytes: ttn-uplink decodes only the parts of the JSON a reading needs (msgspec),\n"
+        "    # about twice as fast as parsing the whole message here first.\n"
+        "    payload_format: bytes\n"
         "    wires: {out: [ttn-decode], error: [ttn-errors]}\n"
         "\n"
     )
