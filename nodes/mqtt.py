@@ -476,34 +476,42 @@ class MqttConnection(Connection):
         """
         acks: list[tuple[int, int]] = []
         delivery: Delivery | None = None
+        # Per topic, the message lists of its active subscriptions (one pass over the
+        # subscriptions per topic and batch; nothing awaits in between, so pause flags hold).
+        targets: dict[str, list[list[aiomqtt.Message]] | None] = {}
         groups: dict[int, tuple[Subscription, list[aiomqtt.Message]]] = {}
         route = self._route
         for m in batch:
-            subs = route(m.topic.value)
-            if m.qos > 0:
-                if not subs:
-                    # Unsubscribed while the session goes on (a node removed by a live reload):
-                    # no flow wants it any more. Acknowledge, or it would hold one of the
-                    # broker's in-flight slots (max_inflight_messages) for the rest of the session.
-                    acks.append((m.mid, m.qos))
-                elif not all(s.paused for s in subs):
-                    acks.append((m.mid, m.qos))
-            if not subs:
-                self.unrouted += 1
-                continue
-            taken = False
-            for sub in subs:
-                if sub.paused:
-                    continue
-                taken = True
-                entry = groups.get(id(sub))
-                if entry is None:
-                    groups[id(sub)] = (sub, [m])
+            topic = m.topic.value
+            try:
+                lists = targets[topic]
+            except KeyError:
+                subs = route(topic)
+                if subs:
+                    lists = []
+                    for sub in subs:
+                        if not sub.paused:
+                            entry = groups.get(id(sub))
+                            if entry is None:
+                                entry = groups[id(sub)] = (sub, [])
+                            lists.append(entry[1])
                 else:
-                    entry[1].append(m)
-            if not taken:
-                # Paused for stop: leave unacknowledged; the broker redelivers on the next session.
-                self.unrouted += 1
+                    lists = None
+                targets[topic] = lists
+            if lists:
+                for target in lists:
+                    target.append(m)
+                if m.qos > 0:
+                    acks.append((m.mid, m.qos))
+                continue
+            self.unrouted += 1
+            if lists is None and m.qos > 0:
+                # Unsubscribed while the session goes on (a node removed by a live reload): no
+                # flow wants it any more. Acknowledge, or it would hold one of the broker's
+                # in-flight slots (max_inflight_messages) for the rest of the session.
+                acks.append((m.mid, m.qos))
+            # Otherwise every subscription is paused for stop: leave it unacknowledged; the
+            # broker redelivers it on the next session.
         if acks:
 
             def ack(_ok: bool) -> None:
@@ -515,7 +523,8 @@ class MqttConnection(Connection):
             delivery = Delivery(ack)
         # No try/finally: if a handler fails, the batch stays unacknowledged (redelivered).
         for sub, msgs in groups.values():
-            await sub.handler(msgs, delivery)
+            if msgs:
+                await sub.handler(msgs, delivery)
         if delivery is not None:
             delivery.release()
 
@@ -902,6 +911,8 @@ class MqttInNode(Node):
         async def handle(batch: list[aiomqtt.Message], delivery: Delivery | None) -> None:
             out: list[Message] = []
             failed: list[tuple[Message, MessageError]] = []
+            acked: tuple[Delivery, ...] = (delivery,) if delivery is not None else ()
+            raw_bytes = fmt == "bytes"
             for m in batch:
                 topic = m.topic.value
                 meta: dict[str, Any] = {"qos": m.qos, "retain": m.retain}
@@ -912,15 +923,18 @@ class MqttInNode(Node):
                         if len(parsed) >= 10_000:
                             parsed.clear()
                         parsed[topic] = found
-                    meta[fields_key] = dict(found)
-                if delivery is not None and m.qos:
-                    delivery.retain()
-                    deliveries: tuple[Delivery, ...] = (delivery,)
+                    meta[fields_key] = found.copy()
+                if acked and m.qos:
+                    acked[0].retain()
+                    deliveries = acked
                 else:
                     deliveries = ()
                 raw = m.payload
                 if type(raw) is not bytes:
                     raw = bytes(raw) if isinstance(raw, bytearray) else encode_payload(raw)
+                if raw_bytes:
+                    out.append(Message(raw, topic, meta=meta, deliveries=deliveries))
+                    continue
                 try:
                     payload = decode_payload(raw, fmt)
                 except MessageError as exc:
