@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from engine.message import Message
+from engine.message import Message, release_all
 from engine.types import ConnectionConfig, NodeConfig
 
 if TYPE_CHECKING:
@@ -187,8 +187,7 @@ class Node:
             if msgs:
                 await self.ctx.emit_many(msgs, port)
         finally:
-            for msg in msgs:
-                msg.release()
+            release_all(msgs)
 
     async def send(self, msg: Message, port: str = "out") -> None:
         """For sources: emit a message this node created, then drop the creator's reference."""

@@ -33,7 +33,7 @@ import networkx as nx
 
 from engine.errors import ConfigError, EngineError, NodeError, error_chain
 from engine.inbox import Inbox
-from engine.message import Message
+from engine.message import Message, release_all, retain_all
 from engine.model import ERROR_PORT, NodeSpec
 from engine.node import BATCH_LIMIT, Connection, Counters, Node, NodeStatus
 from engine.types import NodeConfig
@@ -186,9 +186,7 @@ class NodeRuntime:
                 for cp in batch:
                     cp.release()
             raise
-        for m in msgs:
-            for d in m.deliveries:
-                d.retain()
+        retain_all(msgs)
         self.emitting += 1
         try:
             await targets[0].put_many(msgs)
@@ -328,8 +326,7 @@ class NodeRuntime:
                 for msg in msgs:
                     await self.engine.route_error(self, msg, exc)
             counters.processing_seconds += clock() - t0
-            for msg in msgs:
-                msg.release()
+            release_all(msgs)
             self.in_hand = 0
             self.busy = False
 

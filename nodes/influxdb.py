@@ -45,7 +45,7 @@ import httpx
 from pydantic import Field, SecretStr, model_validator
 
 from engine.errors import MessageError, NodeError, ServiceUnavailable, TransientError
-from engine.message import Message
+from engine.message import Message, release_all
 from engine.node import Connection, Node
 from engine.paths import get_msg, set_msg
 from engine.types import ConnectionConfig, Duration, NodeConfig, connection_field
@@ -552,8 +552,7 @@ class _Batch:
     owners: list[tuple[Message, int]] = field(default_factory=list)
 
     def release(self) -> None:
-        for msg, _ in self.owners:
-            msg.release()
+        release_all([msg for msg, _ in self.owners])
 
 
 class InfluxOutNode(Node):

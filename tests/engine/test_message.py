@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from engine.message import Delivery, Message, merge_deliveries, new_message_id
+from engine.message import Delivery, Message, merge_deliveries, new_message_id, release_all, retain_all
 
 
 def test_copy_deep_copies_payload_and_meta_and_retains_deliveries() -> None:
@@ -104,3 +104,20 @@ def test_merge_deliveries_retains_each_distinct_delivery_once() -> None:
 def test_message_ids_are_unique() -> None:
     ids = {new_message_id() for _ in range(1000)} | {Message().id for _ in range(1000)}
     assert len(ids) == 2000
+
+
+def test_retain_all_and_release_all_count_per_message_across_shared_and_separate_deliveries() -> None:
+    settled: list[tuple[str, bool]] = []
+    shared = Delivery(lambda ok: settled.append(("shared", ok)))
+    own = Delivery(lambda ok: settled.append(("own", ok)))
+    msgs = [Message(i, deliveries=(shared,)) for i in range(3)]
+    msgs.insert(1, Message("x", deliveries=(own,)))
+    msgs.append(Message("none"))
+    retain_all(msgs)  # a hop: every message holds one more reference
+    assert (shared.pending, own.pending) == (4, 2)
+    release_all(msgs)
+    assert (shared.pending, own.pending) == (1, 1)
+    assert settled == []
+    shared.release()
+    own.release(ok=False)
+    assert settled == [("shared", True), ("own", False)]
