@@ -23,6 +23,7 @@ import struct
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -223,6 +224,16 @@ class MqttConfig(ConnectionConfig):
         ge=10,
         description="Received messages that may wait for the flow before klimaflow stops reading from the broker (TCP back-pressure instead of unbounded memory).",
     )
+    batch_linger: Duration = Field(
+        default=0.005,
+        ge=0,
+        le=1,
+        description=(
+            "After a quiet moment, how long to wait for more messages before handing the first "
+            "ones to the flow: at low rates fewer, larger hand-offs (less CPU per message) for at "
+            "most this much latency. 0: hand over at once."
+        ),
+    )
     reconnect_min: Duration = Field(
         default=0.5, description="First reconnect delay; doubles up to `reconnect_max`."
     )
@@ -255,10 +266,9 @@ class MqttConfig(ConnectionConfig):
         return host, port or (8883 if tls else 1883), tls, user, pw
 
 
-#: Receives the messages of one read batch that match its subscription, in order, and the
-#: batch's shared delivery (None when none of them needs an acknowledgement): every
-#: message it passes on with QoS > 0 retains it once.
-Handler = Callable[[list[aiomqtt.Message], Delivery | None], Awaitable[None]]
+#: Receives the messages of one read batch that match its subscription, in order, each with
+#: its own delivery (None for QoS 0): a message passed on retains its delivery once.
+Handler = Callable[[list[tuple[aiomqtt.Message, Delivery | None]]], Awaitable[None]]
 
 #: Most received messages dispatched together (one hand-off to the flow per batch).
 DISPATCH_BATCH = 500
@@ -423,11 +433,15 @@ class MqttConnection(Connection):
                     reader = _ReadThrottle(client, self.config.read_high_water)
                     self._read_limit.high = self.config.read_high_water
                     get_nowait = queue.get_nowait
+                    linger = self.config.batch_linger
                     while True:
                         try:
                             m = get_nowait()
                         except asyncio.QueueEmpty:
                             m = await waiting.__anext__()
+                            if linger and queue.empty():
+                                # A message after a quiet moment: let a few more arrive first.
+                                await asyncio.sleep(linger)
                         batch = [m]
                         with contextlib.suppress(asyncio.QueueEmpty):
                             while len(batch) < DISPATCH_BATCH:
@@ -467,20 +481,21 @@ class MqttConnection(Connection):
         return subs
 
     async def _dispatch(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
-        """Hand a read batch to the subscriptions' handlers; one delivery acks the batch.
+        """Hand a read batch to the subscriptions' handlers, one hand-off per subscription.
 
-        The batch's QoS 1/2 messages share one :class:`Delivery`: their PUBACKs go out
-        together, in the order received, once every message derived from any of them is
-        committed downstream. Messages for paused subscriptions are left out of it (never
-        acknowledged: the broker redelivers them on the next session).
+        Every QoS 1/2 message gets its own :class:`Delivery`, so its PUBACK goes out once
+        everything derived from it is committed downstream — independently of its batch
+        mates (a message parked in a ``delay`` node must not hold up the others' acks and
+        the broker's in-flight window). Messages for paused subscriptions are never
+        acknowledged: the broker redelivers them on the next session.
         """
-        acks: list[tuple[int, int]] = []
-        delivery: Delivery | None = None
-        # Per topic, the message lists of its active subscriptions (one pass over the
+        # Per topic, the item lists of its active subscriptions (one pass over the
         # subscriptions per topic and batch; nothing awaits in between, so pause flags hold).
-        targets: dict[str, list[list[aiomqtt.Message]] | None] = {}
-        groups: dict[int, tuple[Subscription, list[aiomqtt.Message]]] = {}
+        targets: dict[str, list[list[tuple[aiomqtt.Message, Delivery | None]]] | None] = {}
+        groups: dict[int, tuple[Subscription, list[tuple[aiomqtt.Message, Delivery | None]]]] = {}
+        mine: list[Delivery] = []
         route = self._route
+        ack = self._ack_for(client)
         for m in batch:
             topic = m.topic.value
             try:
@@ -499,34 +514,37 @@ class MqttConnection(Connection):
                     lists = None
                 targets[topic] = lists
             if lists:
-                for target in lists:
-                    target.append(m)
+                delivery: Delivery | None = None
                 if m.qos > 0:
-                    acks.append((m.mid, m.qos))
+                    delivery = Delivery(partial(ack, m.mid, m.qos))
+                    mine.append(delivery)
+                item = (m, delivery)
+                for target in lists:
+                    target.append(item)
                 continue
             self.unrouted += 1
             if lists is None and m.qos > 0:
                 # Unsubscribed while the session goes on (a node removed by a live reload): no
                 # flow wants it any more. Acknowledge, or it would hold one of the broker's
                 # in-flight slots (max_inflight_messages) for the rest of the session.
-                acks.append((m.mid, m.qos))
+                ack(m.mid, m.qos, True)
             # Otherwise every subscription is paused for stop: leave it unacknowledged; the
             # broker redelivers it on the next session.
-        if acks:
+        # No try/finally: if a handler fails, the rest stays unacknowledged (redelivered).
+        for sub, items in groups.values():
+            if items:
+                await sub.handler(items)
+        for d in mine:
+            d.release()
 
-            def ack(_ok: bool) -> None:
-                # A stale client (after a reconnect) must not ack: its message ids mean
-                # nothing on the new session, where the broker redelivers the message.
-                if client is self.client:
-                    self._acks.queue_many(client, acks)
+    def _ack_for(self, client: aiomqtt.Client) -> Callable[[int, int, bool], None]:
+        def ack(mid: int, qos: int, _ok: bool) -> None:
+            # A stale client (after a reconnect) must not ack: its message ids mean nothing
+            # on the new session, where the broker redelivers the message.
+            if client is self.client:
+                self._acks.queue(client, mid, qos)
 
-            delivery = Delivery(ack)
-        # No try/finally: if a handler fails, the batch stays unacknowledged (redelivered).
-        for sub, msgs in groups.values():
-            if msgs:
-                await sub.handler(msgs, delivery)
-        if delivery is not None:
-            delivery.release()
+        return ack
 
     async def publish(
         self, topic: str, payload: bytes, qos: int, retain: bool, properties: Properties | None = None
@@ -631,21 +649,6 @@ class _AckBatcher:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
 
-    def queue_many(self, client: aiomqtt.Client, acks: list[tuple[int, int]]) -> None:
-        """Several (mid, qos) at once, in order (a dispatch batch settled)."""
-        if self._client is not client:
-            self.flush()
-            self._client = client
-        pending = self._pending
-        for mid, qos in acks:
-            if qos == 1:
-                pending.append(mid)
-            else:
-                client._client.ack(mid, qos)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
     def flush(self) -> None:
         self._scheduled = False
         client, mids = self._client, self._pending
@@ -718,9 +721,18 @@ def _buffer_reads(client: aiomqtt.Client, limit: _ReadLimit) -> None:
     v5 = paho._protocol == paho_mqtt.MQTTv5
     monotonic = paho_mqtt.time_func  # the clock paho compares keepalive times with
 
+    failed: BaseException | None = None  # met by read(): raised to paho at its next recv
+    eof = False
+
     def recv(bufsize: int) -> bytes:
-        nonlocal chunk, pos
+        nonlocal chunk, pos, failed, eof
         if pos >= len(chunk):
+            if failed is not None:
+                exc, failed = failed, None
+                raise exc
+            if eof:
+                eof = False
+                return b""
             data = sock_recv(262144)
             if not data:
                 return data
@@ -790,9 +802,26 @@ def _buffer_reads(client: aiomqtt.Client, limit: _ReadLimit) -> None:
             paho._last_bytes_received = monotonic()  # paho's keepalive bookkeeping
 
     def read(max_packets: int = 1) -> MQTTErrorCode:
+        nonlocal chunk, pos, failed, eof
         while paho._sock is not None:
-            if pos < len(chunk) and paho._in_packet["command"] == 0:
-                fast_publishes()
+            if paho._in_packet["command"] == 0:
+                if pos >= len(chunk) and failed is None and not eof:
+                    # Refill here rather than in paho's read: the first packet of a fresh chunk
+                    # would otherwise take paho's slow path, and at low rates a chunk is often
+                    # a single packet.
+                    try:
+                        data = sock_recv(262144)
+                    except BlockingIOError:
+                        return paho_mqtt.MQTT_ERR_SUCCESS
+                    except Exception as exc:  # paho meets it at its next recv and handles it
+                        failed = exc
+                    else:
+                        if data:
+                            chunk, pos = data, 0
+                        else:
+                            eof = True  # likewise: paho sees the connection closed
+                if pos < len(chunk):
+                    fast_publishes()
             if limit.high and queue.qsize() >= limit.high:
                 # Enough waits for the flow: read no further (the read throttle pauses the
                 # socket and calls this again when it resumes, for what is still buffered).
@@ -908,12 +937,11 @@ class MqttInNode(Node):
         has_names = any(pattern.names)
         parsed: dict[str, dict[str, str]] = {}  # topic -> its fields (topics repeat per device)
 
-        async def handle(batch: list[aiomqtt.Message], delivery: Delivery | None) -> None:
+        async def handle(batch: list[tuple[aiomqtt.Message, Delivery | None]]) -> None:
             out: list[Message] = []
             failed: list[tuple[Message, MessageError]] = []
-            acked: tuple[Delivery, ...] = (delivery,) if delivery is not None else ()
             raw_bytes = fmt == "bytes"
-            for m in batch:
+            for m, delivery in batch:
                 topic = m.topic.value
                 meta: dict[str, Any] = {"qos": m.qos, "retain": m.retain}
                 if has_names:
@@ -924,9 +952,9 @@ class MqttInNode(Node):
                             parsed.clear()
                         parsed[topic] = found
                     meta[fields_key] = found.copy()
-                if acked and m.qos:
-                    acked[0].retain()
-                    deliveries = acked
+                if delivery is not None:
+                    delivery.retain()
+                    deliveries: tuple[Delivery, ...] = (delivery,)
                 else:
                     deliveries = ()
                 raw = m.payload
