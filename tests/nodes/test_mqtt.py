@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -316,3 +317,92 @@ async def test_mqtt_out_publishes_with_template_and_queues_while_broker_down(
         await wait_for(lambda: len(received) == 5)
         assert [v for _, v in received] == [{"device": "d2", "v": i} for i in range(5)]
         listener.cancel()
+
+
+def _conn(h: FlowHarness) -> Any:
+    return h.engine.connections["broker"]
+
+
+async def test_messages_trickling_in_are_read_together_after_the_first(mosquitto: Mosquitto) -> None:
+    """batch_linger: the first message after a quiet moment at once, the next ones read together."""
+    doc = flow(mosquitto)
+    doc["connections"]["broker"]["batch_linger"] = 0.5
+    async with run_flow(doc) as h:
+        await connected(h)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
+            await c.publish("sensors/a", b'{"n": 0}', qos=1)
+            t_first = time.time()
+            await wait_for(lambda: len(h.received("out")) == 1)
+            for i in range(1, 11):  # ~150 ms of trickle, well inside the linger
+                await c.publish("sensors/a", json.dumps({"n": i}), qos=1)
+                await asyncio.sleep(0.015)
+        await wait_for(lambda: len(h.received("out")) == 11)
+        got = h.received("out")
+        assert [m.payload["n"] for m in got] == list(range(11))
+        assert got[0].entered_at - t_first < 0.3, "the first message after a quiet moment is not held back"
+        trickle = [m.entered_at for m in got[1:]]
+        assert max(trickle) - min(trickle) < 0.05, "the trickle was read in one go"
+        assert min(trickle) - got[0].entered_at >= 0.4, "not read before the linger ran out"
+
+
+async def test_without_linger_each_message_is_read_as_it_comes(mosquitto: Mosquitto) -> None:
+    doc = flow(mosquitto)
+    doc["connections"]["broker"]["batch_linger"] = 0
+    async with run_flow(doc) as h:
+        await connected(h)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
+            for i in range(10):
+                await c.publish("sensors/a", json.dumps({"n": i}), qos=1)
+                await asyncio.sleep(0.02)
+        await wait_for(lambda: len(h.received("out")) == 10)
+        times = [m.entered_at for m in h.received("out")]
+        assert max(times) - min(times) > 0.1
+
+
+class GateConfig(NodeConfig):
+    """No options."""
+
+
+class GateNode(Node):
+    """Test sink that takes messages only while its gate is open: a flow that has stalled."""
+
+    type_name = "gate"
+    Config = GateConfig
+    outputs = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.taken: list[Message] = []
+
+    async def on_message(self, msg: Message) -> None:
+        await self.gate.wait()
+        self.taken.append(msg)
+
+
+@pytest.fixture
+def gate_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = test_registry()
+    reg.add_node(GateNode)
+    monkeypatch.setattr("tests.flowkit.test_registry", lambda: reg)
+
+
+@pytest.mark.usefixtures("gate_registry")
+async def test_a_stalled_flow_stops_reads_from_the_broker_then_gets_everything(mosquitto: Mosquitto) -> None:
+    """read_high_water: received messages waiting for the flow stay bounded (TCP pushes back)."""
+    doc = flow(mosquitto, sink="sink", fmt="bytes", extra_nodes=[{"id": "sink", "type": "gate", "inbox": 10}])
+    doc["connections"]["broker"]["read_high_water"] = 10
+    body = b"x" * 20_000  # a 256 KiB read holds about a dozen of these
+    async with run_flow(doc) as h:
+        await connected(h)
+        await publish(mosquitto, [("sensors/a", body + str(i).encode()) for i in range(200)])
+        conn = _conn(h)
+        await wait_for(lambda: conn.reader is not None and conn.reader.paused)
+        await asyncio.sleep(0.3)  # a reader that did not stop would take the rest meanwhile
+        assert conn.client._queue.qsize() <= 10 + 15
+        sink = h.engine.node("sink")
+        assert isinstance(sink, GateNode)
+        sink.gate.set()
+        await wait_for(lambda: len(sink.taken) == 200)
+        assert [m.payload for m in sink.taken] == [body + str(i).encode() for i in range(200)]
+        assert not conn.reader.paused
