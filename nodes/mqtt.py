@@ -658,8 +658,15 @@ class _ReadThrottle:
             if self.paho._sock is not None:
                 self.loop.add_reader(self.fd, self._on_readable)
                 # Packets may already sit in the read buffer, where no readable event
-                # will announce them: handle them now.
-                self.loop.call_soon(self._on_readable)
+                # will announce them: handle them now. No linger: the flow was behind, so
+                # batches are large anyway, and waiting would cap reads at one backlog a linger.
+                self.loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        if self._timer is not None or self.paused:
+            return  # a linger timer reads soon anyway; or paused again meanwhile
+        self._next_read = self.loop.time() + self.linger
+        self._drain()
 
 
 class _AckBatcher:
