@@ -182,10 +182,33 @@ class HoldNode(Node):
         self.held = []
 
 
+class GateConfig(NodeConfig):
+    """No options."""
+
+
+class GateNode(Node):
+    """Test sink that takes messages only while its gate is open: a flow that has stalled."""
+
+    type_name = "gate"
+    Config = GateConfig
+    outputs = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.taken: list[Message] = []
+
+    async def on_message(self, msg: Message) -> None:
+        await self.gate.wait()
+        self.taken.append(msg)
+
+
 @pytest.fixture
 def hold_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test sinks (`hold`, `gate`) as node types of the flows run here."""
     reg = test_registry()
     reg.add_node(HoldNode)
+    reg.add_node(GateNode)
     monkeypatch.setattr("tests.flowkit.test_registry", lambda: reg)
 
 
@@ -359,35 +382,7 @@ async def test_without_linger_each_message_is_read_as_it_comes(mosquitto: Mosqui
         assert max(times) - min(times) > 0.1
 
 
-class GateConfig(NodeConfig):
-    """No options."""
-
-
-class GateNode(Node):
-    """Test sink that takes messages only while its gate is open: a flow that has stalled."""
-
-    type_name = "gate"
-    Config = GateConfig
-    outputs = ()
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.gate = asyncio.Event()
-        self.taken: list[Message] = []
-
-    async def on_message(self, msg: Message) -> None:
-        await self.gate.wait()
-        self.taken.append(msg)
-
-
-@pytest.fixture
-def gate_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    reg = test_registry()
-    reg.add_node(GateNode)
-    monkeypatch.setattr("tests.flowkit.test_registry", lambda: reg)
-
-
-@pytest.mark.usefixtures("gate_registry")
+@pytest.mark.usefixtures("hold_registry")
 async def test_a_stalled_flow_stops_reads_from_the_broker_then_gets_everything(mosquitto: Mosquitto) -> None:
     """read_high_water: received messages waiting for the flow stay bounded (TCP pushes back)."""
     doc = flow(mosquitto, sink="sink", fmt="bytes", extra_nodes=[{"id": "sink", "type": "gate", "inbox": 10}])
