@@ -477,6 +477,8 @@ def validate_deployment(
                         continue
                     graph.add_edge(node.id, target, port=port)
 
+    _check_scopes(deployment, result, out)
+
     # -- graph checks ------------------------------------------------------------------
     try:
         cycle = nx.find_cycle(graph)
@@ -539,6 +541,53 @@ def validate_deployment(
     if out.has_errors:
         return None, out.issues
     return result, out.issues
+
+
+def _check_scopes(deployment: Deployment, result: ValidatedDeployment, out: _Collector) -> None:
+    """``scope`` of catch and status nodes: each entry must name another node of the same flow.
+
+    At runtime a catch node only receives errors of nodes in its own flow and never its own,
+    and a status node likewise (see ``Engine.catchers`` and ``StatusNode._on_event``), so any
+    other entry would silently never match.
+    """
+    from nodes.catch import CatchNode, StatusNode
+
+    flow_of: dict[str, str] = {}
+    for flow in deployment.flows:
+        for node in flow.nodes:
+            flow_of.setdefault(node.id, flow.id)
+    for flow in deployment.flows:
+        ids = [n.id for n in flow.nodes]
+        for node in flow.nodes:
+            cls = result.node_classes.get(node.id)
+            cfg = result.node_configs.get(node.id)
+            if cls is None or cfg is None or not issubclass(cls, CatchNode | StatusNode):
+                continue
+            what = "its own errors" if issubclass(cls, CatchNode) else "its own status"
+            for i, target in enumerate(getattr(cfg, "scope", None) or ()):
+                if target == node.id:
+                    message = f"scope names this node itself; a {node.type} node never sees {what}"
+                    code = "self-scope"
+                elif target not in ids:
+                    code = "unknown-scope"
+                    message = f"scope names node {target!r}, which is not in this flow"
+                    if target in flow_of:
+                        message += f" (it is in flow {flow_of[target]!r}; {node.type} sees only its own flow)"
+                    else:
+                        hint = difflib.get_close_matches(target, [x for x in ids if x != node.id], n=1)
+                        message += f"; did you mean {hint[0]!r}?" if hint else ""
+                else:
+                    continue
+                out.add(
+                    "error",
+                    code,
+                    message,
+                    file=node.file,
+                    line=flow.source.line((*node.path, "scope", i)),
+                    flow=flow.id,
+                    node=node.id,
+                    field=f"scope.{i}",
+                )
 
 
 def _check_dashboards(deployment: Deployment, out: _Collector) -> None:

@@ -18,7 +18,7 @@ class CatchConfig(NodeConfig):
 
     scope: list[str] | None = Field(
         default=None,
-        description="Node ids whose errors are caught; empty or absent means every node of the flow.",
+        description="Ids of other nodes of the same flow whose errors are caught (validation refuses any other id); empty or absent means every node of the flow.",
     )
     classes: list[str] | None = Field(
         default=None,
@@ -51,7 +51,8 @@ class StatusConfig(NodeConfig):
     """Which nodes to watch."""
 
     scope: list[str] | None = Field(
-        default=None, description="Node ids to watch; empty or absent means every node of the flow."
+        default=None,
+        description="Ids of other nodes of the same flow to watch (validation refuses any other id); empty or absent means every node of the flow.",
     )
 
 

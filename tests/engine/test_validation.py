@@ -312,6 +312,65 @@ def test_self_loop_is_a_cycle() -> None:
     ]
 
 
+def test_catch_scope_naming_an_unknown_node() -> None:
+    text = (
+        "id: f\nnodes:\n  - id: tick\n    type: inject\n    wires: [sink]\n  - id: sink\n    type: collect\n"
+        "  - id: c\n    type: catch\n    scope:\n      - sink\n      - snk\n      - nowhere\n    wires: [sink]\n"
+    )
+    validated, issues = validate_doc(text)
+    assert validated is None
+    assert [i.format() for i in issues] == [
+        "flow.yaml:12: node c: scope.1: scope names node 'snk', which is not in this flow; did you mean 'sink'?",
+        "flow.yaml:13: node c: scope.2: scope names node 'nowhere', which is not in this flow",
+    ]
+    first = issues[0]
+    assert (first.code, first.file, first.line, first.flow, first.node, first.field) == (
+        "unknown-scope",
+        "flow.yaml",
+        12,
+        "f",
+        "c",
+        "scope.1",
+    )
+
+
+def test_status_scope_naming_a_node_of_another_flow() -> None:
+    a = "id: fa\nnodes:\n  - id: x\n    type: inject\n    wires: [y]\n  - id: y\n    type: collect\n"
+    b = (
+        "id: fb\nnodes:\n  - id: s\n    type: status\n    scope: [z, x]\n    wires: [z]\n"
+        "  - id: z\n    type: collect\n"
+    )
+    assert issues_of_files(("a.yaml", a), ("b.yaml", b)) == [
+        "b.yaml:5: node s: scope.1: scope names node 'x', which is not in this flow "
+        "(it is in flow 'fa'; status sees only its own flow)"
+    ]
+
+
+def test_scope_naming_the_node_itself() -> None:
+    text = (
+        "id: f\nnodes:\n  - id: c\n    type: catch\n    scope: [c]\n    wires: [out]\n"
+        "  - id: s\n    type: status\n    scope: [s]\n    wires: [out]\n  - id: out\n    type: collect\n"
+    )
+    assert issues_of(text) == [
+        "flow.yaml:5: node c: scope.0: scope names this node itself; a catch node never sees its own errors",
+        "flow.yaml:9: node s: scope.0: scope names this node itself; a status node never sees its own status",
+    ]
+
+
+def test_valid_scopes_pass() -> None:
+    text = (
+        "id: f\nnodes:\n  - id: tick\n    type: inject\n    wires: [sink]\n  - id: sink\n    type: collect\n"
+        "  - id: off\n    type: collect\n    disabled: true\n"
+        "  - id: c\n    type: catch\n    scope: [tick, sink, off, s]\n    wires: [sink]\n"
+        "  - id: s\n    type: status\n    scope: [tick, c]\n    wires: [sink]\n"
+        "  - id: all\n    type: catch\n    scope: []\n    wires: [sink]\n"
+    )
+    validated, issues = validate_doc(text)
+    assert issues == []
+    assert validated is not None
+    assert validated.node_configs["c"].scope == ["tick", "sink", "off", "s"]  # type: ignore[attr-defined]
+
+
 def test_warnings_for_unreachable_nodes_and_dead_end_sources() -> None:
     text = (
         "id: f\nnodes:\n  - id: tick\n    type: inject\n  - id: lonely\n    type: debug\n"
