@@ -316,8 +316,10 @@ PIPE = {
     "id": "pipe",
     "nodes": [
         {"id": "src", "type": "seq-source", "count": 1500, "every": 0.0, "wires": ["up"]},
-        {"id": "up", "type": "slow", "tag": "up", "wires": ["mid"]},
-        {"id": "mid", "type": "slow", "tag": "v1", "delay": 0.0002, "wires": ["down"]},
+        # Small inboxes tie the source to mid's pace, so it is still sending when the test
+        # looks, however late a loaded machine wakes the test up (1,500 fit in two inboxes of 1,000).
+        {"id": "up", "type": "slow", "tag": "up", "inbox": 50, "wires": ["mid"]},
+        {"id": "mid", "type": "slow", "tag": "v1", "delay": 0.0002, "inbox": 50, "wires": ["down"]},
         {"id": "down", "type": "change", "rules": [{"set": "meta.seen", "to": True}], "wires": ["out"]},
         {"id": "out", "type": "collect"},
     ],
