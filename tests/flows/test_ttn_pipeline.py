@@ -450,7 +450,13 @@ async def test_engine_killed_while_influxdb_down_recovers_spool_and_unacked_mess
             await wait_for_points(influxdb, 300)
             await asyncio.to_thread(influxdb.stop)
             stream = asyncio.create_task(pub.publish(messages(rest), pace=0.004))
-            await wait_until(lambda: len(spooled_lines(data)) >= 200, 15, "spooled points")
+            # Kill while messages are in flight (received, not yet spooled or acknowledged): not
+            # in the few ms after a spool write acknowledged everything read so far.
+            await wait_until(
+                lambda: len(spooled_lines(data)) >= 200 and engine.received_publishes() > engine.acks_sent(),
+                15,
+                "spooled points and messages in flight",
+            )
             engine.kill()
             spooled_at_kill = len(spooled_lines(data))
             in_flight = engine.received_publishes() - engine.acks_sent()
