@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import json
 import logging
+import math
 import re
 import secrets
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +57,14 @@ class AuthError(Exception):
 
 class NoRoleError(AuthError):
     """Authenticated, but the identity maps to no klimaflow role (HTTP 403)."""
+
+
+class LoginThrottled(AuthError):
+    """Too many failed logins for this user name or client address (HTTP 429, ``Retry-After``)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins; try again in {retry_after} s")
+        self.retry_after = retry_after
 
 
 def hash_token(token: str) -> str:
@@ -133,6 +144,26 @@ class OidcSettings(_Strict):
         return self
 
 
+class LoginThrottleSettings(_Strict):
+    """Password guessing: refuse logins for a user name or a client address that failed too often."""
+
+    max_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Failed logins for one user name, or from one client address, that lock it.",
+    )
+    window: Duration = Field(default=300.0, gt=0, description="The failures count within this time.")
+    lockout: Duration = Field(
+        default=300.0, gt=0, description="How long a locked user name or address is refused (HTTP 429)."
+    )
+    max_entries: int = Field(
+        default=10_000,
+        ge=10,
+        description="User names and addresses remembered at most; stale ones go first, locked ones last.",
+    )
+
+
 class AuthSettings(_Strict):
     """The auth config file (YAML or JSON)."""
 
@@ -140,6 +171,9 @@ class AuthSettings(_Strict):
     tokens: list[TokenEntry] = Field(default_factory=list, description="API tokens (hashes).")
     token_ttl: Duration = Field(default=12 * 3600.0, description="Lifetime of a login token.")
     oidc: OidcSettings | None = Field(default=None, description="OpenID Connect JWTs.")
+    login_throttle: LoginThrottleSettings = Field(
+        default_factory=LoginThrottleSettings, description="Lockout after repeated failed logins."
+    )
 
     @property
     def empty(self) -> bool:
@@ -222,6 +256,116 @@ class IssuedToken:
         }
 
 
+@dataclass(slots=True)
+class _Failures:
+    """Recent failed logins of one user name or address, and the end of its lockout."""
+
+    times: deque[float]
+    locked_until: float = -math.inf
+
+
+class LoginThrottle:
+    """Counts failed logins per user name and per client address (monotonic clock).
+
+    ``max_failures`` failures within ``window`` lock the user name, or the address, for
+    ``lockout``; the count then starts afresh (a fixed lockout, no backoff). A success clears
+    both. Unknown user names count like known ones, so a lockout tells nothing about which
+    names exist. IPv6 addresses count per /64, the block one host usually holds. At most
+    ``max_entries`` names and addresses are remembered: stale ones are dropped first, then
+    the least recently failed, locked ones last.
+    """
+
+    def __init__(self, settings: LoginThrottleSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._entries: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def _keys(username: str, address: str | None) -> list[tuple[str, str]]:
+        keys = [("user", username[:200])]
+        if address:
+            keys.append(("address", _address_key(address)))
+        return keys
+
+    def retry_after(self, username: str, address: str | None) -> int:
+        """Whole seconds until this user name and address may try again; 0: they may now."""
+        now = self.clock()
+        wait = 0.0
+        for key in self._keys(username, address):
+            entry = self._entries.get(key)
+            if entry is not None and entry.locked_until > now:
+                wait = max(wait, entry.locked_until - now)
+        return max(1, math.ceil(wait)) if wait > 0 else 0
+
+    def failed(self, username: str, address: str | None) -> None:
+        now = self.clock()
+        s = self.settings
+        for key in self._keys(username, address):
+            entry = self._entries.get(key)
+            if entry is None:
+                if len(self._entries) >= s.max_entries:
+                    self._make_room(now)
+                entry = self._entries[key] = _Failures(deque(maxlen=s.max_failures))
+            else:
+                self._entries.move_to_end(key)
+            times = entry.times
+            times.append(now)
+            while times and times[0] <= now - s.window:
+                times.popleft()
+            if len(times) >= s.max_failures:
+                times.clear()
+                entry.locked_until = now + s.lockout
+                kind, value = key
+                log.warning(
+                    "%d failed logins within %.0f s: %s %r locked for %.0f s (last try: user %r from %r)",
+                    s.max_failures,
+                    s.window,
+                    kind,
+                    value,
+                    s.lockout,
+                    username[:64],
+                    address,
+                )
+
+    def succeeded(self, username: str, address: str | None) -> None:
+        for key in self._keys(username, address):
+            self._entries.pop(key, None)
+
+    def _make_room(self, now: float) -> None:
+        """Drop entries with neither a recent failure nor a lockout; if that is not enough,
+        drop down to 90% of the cap, least recently failed first, locked entries last."""
+        horizon = now - self.settings.window
+        entries = self._entries
+        for key in [
+            k for k, e in entries.items() if e.locked_until <= now and (not e.times or e.times[-1] <= horizon)
+        ]:
+            del entries[key]
+        cap = self.settings.max_entries
+        if len(entries) < cap:
+            return
+        excess = len(entries) - (cap - max(1, cap // 10))
+        victims = [k for k, e in entries.items() if e.locked_until <= now][:excess]
+        if len(victims) < excess:
+            victims += [k for k, e in entries.items() if e.locked_until > now][: excess - len(victims)]
+        for key in victims:
+            del entries[key]
+
+
+def _address_key(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:100]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class OidcVerifier:
     """RS256 JWTs checked against the issuer's keys; the role comes from a (mapped) claim."""
 
@@ -293,11 +437,14 @@ class OidcVerifier:
 
 @dataclass(repr=False)
 class Authenticator:
-    """Checks bearer tokens and issues login tokens. ``enabled=False`` only via ``--no-auth``."""
+    """Checks bearer tokens and issues login tokens. ``enabled=False`` only via ``--no-auth``.
+
+    ``clock`` (wall time) dates tokens; ``monotonic`` times the login throttle."""
 
     settings: AuthSettings = field(default_factory=AuthSettings)
     enabled: bool = True
     clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self._hasher = PasswordHasher()
@@ -311,6 +458,7 @@ class Authenticator:
         for t in self.settings.tokens:
             self._add(IssuedToken(t.id, t.id, t.role, "token", t.token_hash, now))
         self.oidc = OidcVerifier(self.settings.oidc) if self.settings.oidc else None
+        self.throttle = LoginThrottle(self.settings.login_throttle, self.monotonic)
 
     @property
     def needs_generated_token(self) -> bool:
@@ -326,7 +474,13 @@ class Authenticator:
         self._add(IssuedToken("generated", "admin", "admin", "generated", hash_token(token), self.clock()))
         return token
 
-    def login(self, username: str, password: str) -> tuple[str, IssuedToken]:
+    def login(self, username: str, password: str, address: str | None = None) -> tuple[str, IssuedToken]:
+        """A login token for a right password. ``address`` is the client's, for the throttle:
+        while the user name or the address is locked, :class:`LoginThrottled` is raised at
+        once, without looking at the password."""
+        wait = self.throttle.retry_after(username, address)
+        if wait:
+            raise LoginThrottled(wait)
         user = self._users.get(username)
         ok: bool
         try:
@@ -334,8 +488,10 @@ class Authenticator:
         except (VerificationError, InvalidHashError):
             ok = False
         if user is None or not ok:
-            log.warning("failed login for user %r", username[:64])
+            log.warning("failed login for user %r from %r", username[:64], address)
+            self.throttle.failed(username, address)
             raise AuthError("wrong user name or password")
+        self.throttle.succeeded(username, address)
         token = new_token()
         now = self.clock()
         issued = IssuedToken(

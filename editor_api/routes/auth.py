@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Security
+from fastapi import APIRouter, HTTPException, Request, Security
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
 
 from editor_api.app import AUTH_RESPONSES, Admin, Authenticated, State, bearer
-from editor_api.auth import AuthError
+from editor_api.auth import AuthError, LoginThrottled
 from editor_api.models import Detail, LoginRequest, LoginResponse, Me, RevokeRequest, TokenInfo
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -18,15 +18,25 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
 @router.post(
     "/login",
     response_model=LoginResponse,
-    responses={401: {"model": Detail}, 404: {"model": Detail}},
+    responses={
+        401: {"model": Detail},
+        404: {"model": Detail},
+        429: {"model": Detail, "description": "Too many failed logins; see `Retry-After` (seconds)."},
+    },
     summary="Log in with a password",
 )
-async def login(body: LoginRequest, state: State) -> Response:
-    """Issues a bearer token that expires after `token_ttl` (auth config; default 12 h)."""
+async def login(body: LoginRequest, state: State, request: Request) -> Response:
+    """Issues a bearer token that expires after `token_ttl` (auth config; default 12 h).
+    After `login_throttle.max_failures` failures (default 5) within `window` (5 min) for a
+    user name or from a client address, that name or address is refused with 429 for
+    `lockout` (5 min), without a look at the password."""
     if not state.auth.enabled:
         raise HTTPException(404, "authentication is off (--no-auth)")
+    address = request.client.host if request.client else None
     try:
-        token, issued = state.auth.login(body.username, body.password)
+        token, issued = state.auth.login(body.username, body.password, address)
+    except LoginThrottled as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     except AuthError as exc:
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
     # Not through the redactor: this is the one response that must carry a secret.

@@ -8,14 +8,17 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import jwt
 import pytest
+from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
 from jwt.algorithms import RSAAlgorithm
 
 from editor_api import create_app
@@ -23,6 +26,8 @@ from editor_api.auth import (
     AuthConfigError,
     Authenticator,
     AuthSettings,
+    LoginThrottle,
+    LoginThrottleSettings,
     OidcSettings,
     Role,
     load_auth_settings,
@@ -36,7 +41,9 @@ from tests.editor_api.conftest import (
     SECRET,
     TOKENS,
     Api,
+    Clock,
     as_role,
+    auth_settings,
     bearer,
 )
 
@@ -266,6 +273,166 @@ def test_access_log_and_reprs_carry_no_tokens_or_hashes(api: Api) -> None:
     )
     assert "sha256:" not in text
     assert "$argon2" not in text
+
+
+# -- login throttle ------------------------------------------------------------------------------
+
+
+@dataclass
+class Throttled:
+    """An app whose login throttle runs on a clock the test moves; logins from any address."""
+
+    app: FastAPI
+    auth: Authenticator
+    clock: Clock
+    verified: list[str]
+
+    async def login(self, username: str, password: str, address: str = "10.0.0.1") -> httpx.Response:
+        transport = httpx.ASGITransport(app=self.app, client=(address, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.post("/api/auth/login", json={"username": username, "password": password})
+
+
+@pytest.fixture
+def throttled(api: Api) -> Throttled:
+    clock = Clock()
+    auth = Authenticator(auth_settings(), monotonic=clock)
+    verified: list[str] = []
+
+    class CountingHasher(PasswordHasher):
+        def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+            verified.append(str(password))
+            return super().verify(hash, password)
+
+    auth._hasher = CountingHasher()
+    return Throttled(create_app(api.supervisor, auth), auth, clock, verified)
+
+
+async def test_five_failed_logins_lock_out_until_the_lockout_expires(
+    throttled: Throttled, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "klimaflow.api.auth")
+    for i in range(5):
+        throttled.clock.now += 10
+        r = await throttled.login("alice", f"guess-{i}")
+        assert r.status_code == 401, i
+    # The 6th attempt is refused even with the right password, which is not even checked.
+    checked = len(throttled.verified)
+    r = await throttled.login("alice", PASSWORD)
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "300"
+    assert r.json() == {"detail": "too many failed logins; try again in 300 s"}
+    assert len(throttled.verified) == checked
+    throttled.clock.now += 120.5
+    r = await throttled.login("alice", PASSWORD)
+    assert (r.status_code, r.headers["retry-after"]) == (429, "180")
+    locks = [rec.getMessage() for rec in caplog.records if "locked" in rec.getMessage()]
+    assert locks == [
+        "5 failed logins within 300 s: user 'alice' locked for 300 s (last try: user 'alice' from '10.0.0.1')",
+        "5 failed logins within 300 s: address '10.0.0.1' locked for 300 s (last try: user 'alice' from '10.0.0.1')",
+    ]
+    assert "guess-" not in caplog.text
+    assert PASSWORD not in caplog.text
+    # Once the lockout is over, the right password works (and the count starts afresh).
+    throttled.clock.now += 180
+    r = await throttled.login("alice", PASSWORD)
+    assert r.status_code == 200
+    assert r.json()["role"] == "admin"
+
+
+async def test_failures_older_than_the_window_do_not_count(throttled: Throttled) -> None:
+    for _ in range(4):
+        assert (await throttled.login("alice", "wrong")).status_code == 401
+    throttled.clock.now += 301
+    for _ in range(4):
+        assert (await throttled.login("alice", "wrong")).status_code == 401
+    assert (await throttled.login("alice", PASSWORD)).status_code == 200
+
+
+async def test_a_successful_login_resets_the_count_for_its_user_and_address(throttled: Throttled) -> None:
+    for _ in range(4):
+        assert (await throttled.login("alice", "wrong")).status_code == 401
+    assert (await throttled.login("alice", PASSWORD)).status_code == 200
+    # Four more failures: without the reset, the 5th in all would have locked the 6th.
+    for _ in range(4):
+        assert (await throttled.login("alice", "wrong")).status_code == 401
+    assert (await throttled.login("alice", PASSWORD)).status_code == 200
+    # The count started again at the success: five failures lock again.
+    for _ in range(5):
+        assert (await throttled.login("alice", "wrong")).status_code == 401
+    assert (await throttled.login("alice", PASSWORD)).status_code == 429
+
+
+async def test_a_lockout_holds_the_user_name_and_the_address_and_nothing_else(throttled: Throttled) -> None:
+    # Guessing alice's password from A locks the name alice (from anywhere) and address A.
+    for _ in range(5):
+        assert (await throttled.login("alice", "wrong", "10.0.0.1")).status_code == 401
+    assert (await throttled.login("rita", PASSWORD, "10.0.0.1")).status_code == 429
+    assert (await throttled.login("alice", PASSWORD, "10.0.0.2")).status_code == 429
+    assert (await throttled.login("rita", PASSWORD, "10.0.0.2")).status_code == 200
+    # Cycling user names from one address locks the address; each name has one failure only.
+    for i in range(5):
+        assert (await throttled.login(f"mallory{i}", "wrong", "10.0.0.3")).status_code == 401
+    assert (await throttled.login("rita", PASSWORD, "10.0.0.3")).status_code == 429
+    assert (await throttled.login("mallory0", "wrong", "10.0.0.4")).status_code == 401
+    assert (await throttled.login("rita", PASSWORD, "10.0.0.4")).status_code == 200
+    # Unknown names lock like real ones: a 429 does not tell which names exist.
+    for _ in range(5):
+        assert (await throttled.login("nobody", "wrong", f"10.0.1.{_}")).status_code == 401
+    assert (await throttled.login("nobody", "wrong", "10.0.0.5")).status_code == 429
+    # IPv6 clients count per /64.
+    for i in range(5):
+        assert (await throttled.login(f"v6-{i}", "wrong", f"2001:db8::{i + 1}")).status_code == 401
+    assert (await throttled.login("rita", PASSWORD, "2001:db8::ffff")).status_code == 429
+    assert (await throttled.login("rita", PASSWORD, "2001:db8:0:1::1")).status_code == 200
+
+
+def test_the_throttle_table_stays_bounded_when_many_user_names_are_tried() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(LoginThrottleSettings(max_entries=100), clock)
+    for _ in range(5):
+        throttle.failed("alice", "192.0.2.1")
+    assert throttle.retry_after("alice", None) == 300
+    for i in range(5000):
+        clock.now += 0.01
+        throttle.failed(f"user-{i}", f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
+        assert len(throttle) <= 100
+    # Locked entries are forgotten last, so a flood of names does not lift a lockout.
+    assert throttle.retry_after("alice", None) > 0
+    assert throttle.retry_after("bob", "192.0.2.1") > 0
+    # After the lockout and the window, everything is stale and goes first.
+    clock.now += 301
+    throttle.failed("late", "192.0.2.9")
+    for i in range(100):
+        throttle.failed(f"later-{i}", None)
+    assert len(throttle) <= 100
+    assert throttle.retry_after("alice", "192.0.2.1") == 0
+
+
+def test_login_throttle_settings_come_from_the_auth_config(tmp_path: Path) -> None:
+    path = tmp_path / "auth.yaml"
+    path.write_text("login_throttle: {max_failures: 3, window: 1m, lockout: 15m}\n", encoding="utf-8")
+    settings = load_auth_settings(path).login_throttle
+    assert (settings.max_failures, settings.window, settings.lockout, settings.max_entries) == (
+        3,
+        60,
+        900,
+        10_000,
+    )
+    assert AuthSettings().login_throttle == LoginThrottleSettings(max_failures=5, window=300, lockout=300)
+    clock = Clock()
+    auth = Authenticator(load_auth_settings(path), monotonic=clock)
+    for _ in range(3):
+        auth.throttle.failed("alice", None)
+    assert auth.throttle.retry_after("alice", None) == 900
+    for bad, where in (
+        ("{max_failures: 0}", "max_failures"),
+        ("{lockout: 0}", "lockout"),
+        ("{tries: 3}", "tries"),
+    ):
+        path.write_text(f"login_throttle: {bad}\n", encoding="utf-8")
+        with pytest.raises(AuthConfigError, match=rf"login_throttle\.{where}"):
+            load_auth_settings(path)
 
 
 # -- auth config file ----------------------------------------------------------------------------
