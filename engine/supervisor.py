@@ -6,8 +6,8 @@ record the refusal; if it is valid, compute the diff against the running deploym
 let the engine apply it live (see :meth:`engine.runtime.Engine.apply`). Reloads are serialized.
 
 Files that flows *reference* (a string config value naming an existing file, such as
-registry-enrich's ``path``, or a ``${file:...}`` reference) are watched too; see
-:meth:`Supervisor.watch` and :meth:`Supervisor.reload`.
+registry-enrich's ``path`` or an mqtt connection's ``ca_file``, or a ``${file:...}``
+reference) are watched too; see :meth:`Supervisor.watch` and :meth:`Supervisor.reload`.
 """
 
 from __future__ import annotations
@@ -206,16 +206,19 @@ class FileReferences:
 
     ``by_node``: existing files named by a string config value (after ``${VAR}``
     substitution), relative paths taken from the working directory as nodes open them;
-    nodes read them at run time. ``resolved``: ``${file:...}`` references, whose content
-    became part of a config during validation, so a change shows up in the diff.
+    nodes read them at run time. ``by_connection``: the same for connection configs, by
+    connection name (an mqtt connection's TLS ``ca_file``, ``cert_file``, ``key_file``),
+    read when the connection connects. ``resolved``: ``${file:...}`` references, whose
+    content became part of a config during validation, so a change shows up in the diff.
     """
 
     by_node: Mapping[Path, frozenset[str]] = field(default_factory=dict)
     resolved: frozenset[Path] = frozenset()
+    by_connection: Mapping[Path, frozenset[str]] = field(default_factory=dict)
 
     @property
     def paths(self) -> set[Path]:
-        return set(self.by_node) | set(self.resolved)
+        return set(self.by_node) | set(self.by_connection) | set(self.resolved)
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -248,6 +251,12 @@ def referenced_files(v: ValidatedDeployment) -> FileReferences:
             path = _existing_file(text)
             if path is not None and path not in flow_files:
                 by_node.setdefault(path, set()).add(nid)
+    by_connection: dict[Path, set[str]] = {}
+    for name, ccfg in v.connection_configs.items():
+        for text in _strings(ccfg.model_dump(mode="python")):
+            path = _existing_file(text)
+            if path is not None and path not in flow_files:
+                by_connection.setdefault(path, set()).add(name)
     resolved: set[Path] = set()
     for flow in v.deployment.flows:
         base = Path(flow.file).parent if flow.file else Path()
@@ -257,7 +266,11 @@ def referenced_files(v: ValidatedDeployment) -> FileReferences:
                 for m in _FILE_REF.finditer(text):
                     ref = Path(m.group(1)).expanduser()
                     resolved.add((ref if ref.is_absolute() else base / ref).resolve())
-    return FileReferences({p: frozenset(ids) for p, ids in by_node.items()}, frozenset(resolved))
+    return FileReferences(
+        {p: frozenset(ids) for p, ids in by_node.items()},
+        frozenset(resolved),
+        {p: frozenset(names) for p, names in by_connection.items()},
+    )
 
 
 class Supervisor:
@@ -375,6 +388,8 @@ class Supervisor:
         ``changed``: files seen changing (the watcher passes them). Running nodes that
         reference one of them (see :func:`referenced_files`) and are otherwise unchanged
         re-read it in place if they can (:class:`ReloadsFiles`), else they are restarted.
+        A running connection whose config names one of them (a renewed TLS certificate) is
+        replaced as if its config had changed, with the nodes that use it.
         A file reload that changes nothing is returned but not recorded in ``last_result``
         or ``history``.
         """
@@ -510,22 +525,39 @@ class Supervisor:
     def _file_changes(
         self, diff: DeploymentDiff, refs: FileReferences, touched: set[Path]
     ) -> tuple[DeploymentDiff, list[str]]:
-        """Nodes left running that read a changed file: re-read in place, or restart (changed)."""
+        """Nodes left running that read a changed file: re-read in place, or restart (changed).
+
+        Connections left running that name a changed file are replaced (changed), and so
+        are the nodes using them, as :func:`compute_diff` has it for an edited connection.
+        """
         assert self.engine is not None
         affected: set[str] = set()
         for path, ids in refs.by_node.items():
             if path in touched:
                 affected |= ids
-        running = (set(diff.unchanged) | set(diff.rewired)) & affected
+        conns: set[str] = set()
+        for path, names in refs.by_connection.items():
+            if path in touched:
+                conns |= names
+        conns = (conns & set(self.engine.connections)) - set(diff.connections_changed)
+        for name in sorted(conns):
+            files = sorted(
+                str(p) for p, names in refs.by_connection.items() if name in names and p in touched
+            )
+            log.info("restarting connection %s: %s changed", name, ", ".join(files))
+        kept = set(diff.unchanged) | set(diff.rewired)
+        users = {n for n in kept if self.engine.runtimes[n].uses & conns}
+        running = (kept & affected) - users
         in_place = sorted(n for n in running if isinstance(self.engine.runtimes[n].node, ReloadsFiles))
-        restart = running - set(in_place)
-        if not restart:
+        restart = (running - set(in_place)) | users
+        if not restart and not conns:
             return diff, in_place
         diff = dataclasses.replace(
             diff,
             changed=tuple(sorted({*diff.changed, *restart})),
             rewired=tuple(n for n in diff.rewired if n not in restart),
             unchanged=tuple(n for n in diff.unchanged if n not in restart),
+            connections_changed=tuple(sorted({*diff.connections_changed, *conns})),
         )
         return diff, in_place
 

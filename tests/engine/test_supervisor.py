@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
+import pytest
 from pydantic import Field
 
 from engine.message import Delivery
@@ -18,8 +22,11 @@ from engine.node import Node
 from engine.registry import Registry
 from engine.supervisor import ReloadResult, Supervisor, referenced_files
 from engine.types import NodeConfig
+from nodes.mqtt import MqttConnection
 from tests.engine.test_reload import Fragile, SlowNode
-from tests.flowkit import CollectNode, FlowHarness, test_registry
+from tests.flowkit import CollectNode, FlowHarness, test_registry, validate_doc
+from tests.nodes.test_mqtt_tls import make_ca_and_server_cert
+from tests.services.mosquitto import Mosquitto
 
 
 class FileReaderConfig(NodeConfig):
@@ -329,6 +336,108 @@ async def test_a_referenced_file_is_watched_reread_in_place_or_its_reader_restar
             assert h.payloads("out2") == ["second"]
             collected: CollectNode = h.engine.node("out2")  # type: ignore[assignment]
             assert len(collected.messages) == 1
+
+
+def test_files_a_connection_names_are_referenced_by_the_connection(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("a CA\n")
+    doc = {
+        "id": "f",
+        "connections": {
+            "b": {"type": "mqtt", "url": "mqtts://127.0.0.1:8883", "ca_file": str(ca)},
+            "plain": {"type": "mqtt", "host": "127.0.0.1"},
+        },
+        "nodes": [{"id": "in", "type": "mqtt-in", "broker": "b", "topic": "t/#", "wires": []}],
+    }
+    validated, issues = validate_doc(doc)
+    assert validated is not None, issues
+    refs = referenced_files(validated)
+    assert dict(refs.by_connection) == {ca: {"b"}}
+    assert dict(refs.by_node) == {}
+    assert refs.paths == {ca}
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    certs = tmp_path / "broker"
+    certs.mkdir()
+    ca, cert, key = make_ca_and_server_cert(certs)
+    broker = Mosquitto(tls=(ca, cert, key)).start()
+    try:
+        yield broker, ca
+    finally:
+        broker.cleanup()
+
+
+async def test_a_changed_tls_file_restarts_its_connection_live(
+    tls_broker: tuple[Mosquitto, Path], tmp_path: Path
+) -> None:
+    broker, ca = tls_broker
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    bundle = trusted / "ca-bundle.crt"
+    bundle.write_text(ca.read_text())
+    doc = {
+        "id": "f",
+        "connections": {
+            "b": {
+                "type": "mqtt",
+                "url": broker.url,
+                "ca_file": str(bundle),
+                "reconnect_min": 0.1,
+                "reconnect_max": 0.3,
+            }
+        },
+        "nodes": [
+            {"id": "in", "type": "mqtt-in", "broker": "b", "topic": "t/#", "qos": 1, "wires": ["out"]},
+            {"id": "out", "type": "collect"},
+        ],
+    }
+
+    async def publish(n: int) -> None:
+        ctx = ssl.create_default_context(cafile=str(ca))
+        async with aiomqtt.Client("127.0.0.1", broker.port, tls_context=ctx) as c:
+            await c.publish("t/1", json.dumps({"n": n}), qos=1)
+
+    async with supervised(tmp_path, json.dumps(doc)) as (sup, _path):
+        roots, files = sup.watched()
+        assert bundle in files
+        assert trusted in roots
+        h = harness(sup)
+        old = h.engine.connections["b"]
+        assert isinstance(old, MqttConnection)
+        await until(lambda: old.state == "connected")
+        await publish(1)
+        await until(lambda: h.payloads("out") == [{"n": 1}])
+        in_node = h.engine.runtimes["in"]
+        async with watching(sup):
+            # The CA bundle is renewed: it now trusts a second CA as well.
+            other = tmp_path / "other"
+            other.mkdir()
+            other_ca, _, _ = make_ca_and_server_cert(other, "other")
+            bundle.write_text(ca.read_text() + other_ca.read_text())
+            await until(lambda: len(sup.history) == 2, timeout=10)
+        result = sup.last_result
+        assert result is not None
+        assert result.ok, result.message
+        assert result.trigger == "file"
+        assert result.changed_files == [str(bundle)]
+        assert result.diff is not None
+        assert result.diff.connections_changed == ("b",)
+        assert result.diff.changed == ("in",)  # the node using it moves to the new connection
+        assert result.diff.unchanged == ("out",)
+        assert result.revision == result.previous_revision  # the flow itself did not change
+        new = h.engine.connections["b"]
+        assert isinstance(new, MqttConnection)
+        assert new is not old
+        assert old.state == "closed"
+        assert h.engine.runtimes["in"] is not in_node
+        await until(lambda: new.state == "connected")
+        assert new.connects == 1
+        await publish(2)
+        await until(lambda: h.payloads("out") == [{"n": 1}, {"n": 2}])
 
 
 async def test_no_reload_after_stop(tmp_path: Path) -> None:
