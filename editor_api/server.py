@@ -110,6 +110,9 @@ class ApiServer:
     app: FastAPI
     sock: socket.socket
     shutdown_timeout: float = 3.0
+    #: Reverse proxies (addresses, networks, ``*``) whose ``X-Forwarded-For``/``-Proto`` are
+    #: believed; None: uvicorn's default (``$FORWARDED_ALLOW_IPS``, else loopback only).
+    trusted_proxies: str | None = None
     _server: _EmbeddedServer | None = field(default=None, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
 
@@ -132,6 +135,8 @@ class ApiServer:
             lifespan="on",
             timeout_graceful_shutdown=int(self.shutdown_timeout),
             server_header=False,
+            proxy_headers=True,
+            forwarded_allow_ips=self.trusted_proxies,
         )
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self.sock]), name="editor-api")

@@ -222,6 +222,8 @@ class ServeOptions:
     api: tuple[str, int] | None = None
     auth_config: Path | None = None
     no_auth: bool = False
+    #: Reverse proxies whose X-Forwarded-For the API believes (uvicorn's forwarded_allow_ips).
+    trusted_proxies: str | None = None
     #: Reload when flow files change.
     watch: bool = True
     #: Supervisor post-apply hooks (Grafana provisioning), run after every applied deployment.
@@ -295,7 +297,9 @@ async def serve(
                     from editor_api import create_app
                     from editor_api.server import ApiServer
 
-                    api = ApiServer(create_app(supervisor, auth), sock)
+                    api = ApiServer(
+                        create_app(supervisor, auth), sock, trusted_proxies=options.trusted_proxies
+                    )
                     await api.start()
                     token = auth.generate_admin_token() if auth.needs_generated_token else None
                     _announce(api.url, token, auth.enabled)
@@ -407,6 +411,17 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     is_flag=True,
     help="Serve the API without authentication; refused unless HOST is a loopback address.",
 )
+@click.option(
+    "--trusted-proxies",
+    metavar="ADDRS",
+    default=None,
+    envvar="KLIMAFLOW_TRUSTED_PROXIES",
+    help=(
+        "Comma-separated addresses or networks (or *) of reverse proxies in front of the API whose "
+        "X-Forwarded-For is believed: the client address that logs and the login throttle see. "
+        "Default: loopback only."
+    ),
+)
 @click.option("--no-watch", is_flag=True, help="Do not reload when flow files change.")
 @click.option(
     "--grafana-provisioning",
@@ -443,6 +458,7 @@ def run(
     api: str | None,
     auth_config: Path | None,
     no_auth: bool,
+    trusted_proxies: str | None,
     no_watch: bool,
     grafana_provisioning: Path | None,
     grafana_dashboards_path: str | None,
@@ -456,8 +472,8 @@ def run(
     an invalid change is refused and the running flows stay.
     On a signal, sources pause, in-flight messages drain and sinks flush, then exit 0.
     """
-    if api is None and (auth_config is not None or no_auth):
-        raise click.UsageError("--auth-config and --no-auth need --api")
+    if api is None and (auth_config is not None or no_auth or trusted_proxies):
+        raise click.UsageError("--auth-config, --no-auth and --trusted-proxies need --api")
     setup_logging(log_level.lower(), log_format)
     # The editor API (FastAPI, uvicorn) and the Grafana clients are imported only when asked
     # for: a plain `klimaflow run` then starts with about 25 MiB less resident memory.
@@ -484,6 +500,7 @@ def run(
             api=listen,
             auth_config=auth_config,
             no_auth=no_auth,
+            trusted_proxies=trusted_proxies or None,
             watch=not no_watch,
             post_apply=tuple(hooks),
         )

@@ -32,6 +32,7 @@ from editor_api.auth import (
     Role,
     load_auth_settings,
 )
+from editor_api.server import ApiServer, bind
 from engine.node import NodeStatus
 from engine.supervisor import Supervisor
 from tests.editor_api.conftest import (
@@ -598,3 +599,32 @@ async def test_oidc_with_an_unreachable_jwks_url_is_401_not_500(api: Api, rsa_ke
         r = await client.get("/api/flows", headers=bearer(_jwt(rsa_key)))
     assert r.status_code == 401
     assert r.json() == {"detail": "cannot check the token right now (identity provider unreachable)"}
+
+
+@pytest.mark.parametrize(("trusted", "xff_counts"), [("127.0.0.1", True), ("192.0.2.1", False)])
+async def test_the_throttle_sees_the_forwarded_address_only_from_a_trusted_proxy(
+    api: Api, trusted: str, xff_counts: bool
+) -> None:
+    """--trusted-proxies: behind a proxy, clients are told apart by X-Forwarded-For, else not."""
+    auth = Authenticator(auth_settings(), monotonic=Clock())
+    server = ApiServer(create_app(api.supervisor, auth), bind("127.0.0.1", 0), trusted_proxies=trusted)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+
+            async def login(user: str, password: str, client_address: str) -> int:
+                r = await client.post(
+                    "/api/auth/login",
+                    json={"username": user, "password": password},
+                    headers={"X-Forwarded-For": client_address},
+                )
+                return r.status_code
+
+            for i in range(5):  # one client behind the proxy guesses five names
+                assert await login(f"mallory{i}", "wrong", "203.0.113.5") == 401
+            assert await login("alice", PASSWORD, "203.0.113.5") == 429
+            # Another client behind the same proxy: its own address if the proxy is trusted,
+            # otherwise the proxy's (this test's) address, which is locked.
+            assert await login("alice", PASSWORD, "203.0.113.6") == (200 if xff_counts else 429)
+    finally:
+        await server.stop()

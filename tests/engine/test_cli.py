@@ -393,3 +393,10 @@ def test_types_that_failed_to_import_are_explained(
         "warning: node type 'weather' is installed but could not be loaded: "
         "ModuleNotFoundError: No module named 'weather_plugin'\n"
     )
+
+
+def test_api_options_without_api_are_refused(runner: CliRunner, tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "id: a\nnodes: []\n")
+    result = runner.invoke(cli, ["run", str(tmp_path), "--trusted-proxies", "10.0.0.0/8"])
+    assert result.exit_code == 2
+    assert "--auth-config, --no-auth and --trusted-proxies need --api" in result.stderr
