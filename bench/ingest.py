@@ -408,6 +408,24 @@ SCENARIOS = {
 }
 
 
+def machine_probe(seconds: float = 0.5) -> float:
+    """CPU µs of a fixed pure-Python workload (a JSON round trip of the template uplink).
+
+    It runs none of klimaflow's code, so it tells the machine's speed at that moment: this
+    VM's speed varies 2-3x through a day, and figures of runs are comparable only together
+    with the probe (or back to back).
+    """
+    text = TEMPLATE.read_text(encoding="utf-8")
+    n = 0
+    t0 = time.process_time()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for _ in range(50):
+            json.dumps(json.loads(text))
+        n += 50
+    return (time.process_time() - t0) / n * 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=100_000)
@@ -424,6 +442,7 @@ def main() -> None:
     print(
         f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
     )
+    print(f"machine probe: {machine_probe():.1f} µs per JSON round trip of the uplink (lower is faster)")
     if not args.skip_limits:
         print("physical limits:")
         ceiling = measure_ceiling().points_per_second
@@ -444,6 +463,7 @@ def main() -> None:
             f"{r.name:10} {r.offered:>9} {r.published:>9,} {r.stored:>9,} {r.published - r.stored:>6,} {r.dropped_broker:>11,} {r.publish_rate:>8,.0f} {r.e2e_rate:>8,.0f} {r.p50_ms:>8.0f} {r.p99_ms:>8.0f} {r.cpu_us_per_msg:>10.1f} {r.peak_rss_mib:>8.0f}",
             flush=True,
         )
+    print(f"machine probe after the scenarios: {machine_probe():.1f} µs")
 
 
 if __name__ == "__main__":
