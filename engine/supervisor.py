@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from pydantic import BaseModel
+
 from engine import flowfiles
 from engine.errors import ConfigError, DeployConflict, FlowLoadError, FlowValidationError
 from engine.loader import FLOW_SUFFIXES, LAYOUT_MARKER
@@ -245,18 +247,18 @@ def _existing_file(text: str) -> Path | None:
 def referenced_files(v: ValidatedDeployment) -> FileReferences:
     """The files ``v``'s nodes and connections refer to (flow files themselves excluded)."""
     flow_files = {Path(f.file).resolve() for f in v.deployment.flows if f.file}
-    by_node: dict[Path, set[str]] = {}
-    for nid, cfg in v.node_configs.items():
-        for text in _strings(cfg.model_dump(mode="python")):
-            path = _existing_file(text)
-            if path is not None and path not in flow_files:
-                by_node.setdefault(path, set()).add(nid)
-    by_connection: dict[Path, set[str]] = {}
-    for name, ccfg in v.connection_configs.items():
-        for text in _strings(ccfg.model_dump(mode="python")):
-            path = _existing_file(text)
-            if path is not None and path not in flow_files:
-                by_connection.setdefault(path, set()).add(name)
+
+    def named_by(configs: Mapping[str, BaseModel]) -> dict[Path, set[str]]:
+        found: dict[Path, set[str]] = {}
+        for key, cfg in configs.items():
+            for text in _strings(cfg.model_dump(mode="python")):
+                path = _existing_file(text)
+                if path is not None and path not in flow_files:
+                    found.setdefault(path, set()).add(key)
+        return found
+
+    by_node = named_by(v.node_configs)
+    by_connection = named_by(v.connection_configs)
     resolved: set[Path] = set()
     for flow in v.deployment.flows:
         base = Path(flow.file).parent if flow.file else Path()
