@@ -39,19 +39,11 @@ class Inbox(Generic[T]):
     def empty(self) -> bool:
         return not self._items
 
-    def full(self) -> bool:
-        return len(self._items) >= self.maxsize
-
     def has_waiting_senders(self) -> bool:
         """Whether a ``put`` waits for room or was woken and has not put yet (a drain lets it in)."""
         return bool(self._putters)
 
     # -- putting -------------------------------------------------------------------------
-
-    def put_nowait(self, item: T) -> None:
-        """Append regardless of the bound (for hand-overs that must not wait)."""
-        self._items.append(item)
-        self._wake(self._getters)
 
     async def put(self, item: T) -> None:
         while len(self._items) >= self.maxsize:
@@ -78,13 +70,6 @@ class Inbox(Generic[T]):
             self._wake(self._getters)
 
     # -- taking --------------------------------------------------------------------------
-
-    def get_nowait(self) -> T:
-        if not self._items:
-            raise asyncio.QueueEmpty
-        item = self._items.popleft()
-        self._wake_all(self._putters)
-        return item
 
     async def get(self) -> T:
         while not self._items:

@@ -55,12 +55,12 @@ class Delivery:
             return
         self._pending += n
 
-    def release(self, ok: bool = True, n: int = 1) -> None:
+    def release(self, ok: bool = True) -> None:
         if self.settled:
             return
         if not ok:
             self._failed = True
-        self._pending -= n
+        self._pending -= 1
         if self._pending <= 0:
             self.settled = True
             if self._on_settled is not None:
@@ -178,36 +178,14 @@ def merge_deliveries(messages: Iterable[Message]) -> tuple[Delivery, ...]:
 
 
 def retain_all(messages: Iterable[Message]) -> None:
-    """Retain every message's deliveries once: what :meth:`Message.copy` does, for a batch.
-
-    Consecutive messages of one read batch usually share a delivery; each run of them costs
-    one call instead of one per message.
-    """
-    last: Delivery | None = None
-    n = 0
+    """Retain every message's deliveries once: what :meth:`Message.copy` does, for a batch."""
     for msg in messages:
         for d in msg.deliveries:
-            if d is last:
-                n += 1
-            else:
-                if last is not None:
-                    last.retain(n)
-                last, n = d, 1
-    if last is not None:
-        last.retain(n)
+            d.retain()
 
 
 def release_all(messages: Iterable[Message]) -> None:
-    """:meth:`Message.release` (ok) for each message, one call per run of a shared delivery."""
-    last: Delivery | None = None
-    n = 0
+    """:meth:`Message.release` (ok) for each message of a batch."""
     for msg in messages:
         for d in msg.deliveries:
-            if d is last:
-                n += 1
-            else:
-                if last is not None:
-                    last.release(True, n)
-                last, n = d, 1
-    if last is not None:
-        last.release(True, n)
+            d.release()

@@ -637,18 +637,7 @@ class InfluxOutNode(Node):
     # -- mapping (hot path) --------------------------------------------------------------------------
 
     async def on_message(self, msg: Message) -> None:
-        lines = self._map(msg)
-        if not lines:
-            return
-        self.hold(msg)
-        buf = self._lines
-        if not buf:
-            self._deadline = time.monotonic() + self.config.batch_interval
-            self._armed.set()
-        buf.extend(lines)
-        self._owners.append((msg, len(lines)))
-        if len(buf) >= self.config.batch_size:
-            await self._flush()
+        await self.on_batch([msg])  # the runtime hands this node batches; one is a batch of one
 
     async def on_batch(self, msgs: list[Message]) -> None:
         buf = self._lines

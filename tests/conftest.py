@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.services.mosquitto import Mosquitto
+from tests.services.tls import HAVE_OPENSSL, make_ca_and_server_cert
 
 
 @pytest.fixture
@@ -25,6 +27,25 @@ def mosquitto_persistent() -> Iterator[Mosquitto]:
     broker = Mosquitto(persistence=True).start()
     try:
         yield broker
+    finally:
+        broker.cleanup()
+
+
+#: The login of :func:`tls_broker` (anonymous clients are refused there).
+TLS_BROKER_USER = ("sensor-reader", "s3cret pass")
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
+    """A Mosquitto over TLS with a login (:data:`TLS_BROKER_USER`); yields it and its CA file."""
+    if not HAVE_OPENSSL:
+        pytest.skip("openssl is not installed")
+    certs = tmp_path / "broker-certs"
+    certs.mkdir()
+    ca, cert, key = make_ca_and_server_cert(certs)
+    broker = Mosquitto(tls=(ca, cert, key), users=dict([TLS_BROKER_USER])).start()
+    try:
+        yield broker, ca
     finally:
         broker.cleanup()
 

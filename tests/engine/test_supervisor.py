@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import pytest
 from pydantic import Field
 
 from engine.message import Delivery
@@ -23,10 +21,11 @@ from engine.registry import Registry
 from engine.supervisor import ReloadResult, Supervisor, referenced_files
 from engine.types import NodeConfig
 from nodes.mqtt import MqttConnection
+from tests.conftest import TLS_BROKER_USER
 from tests.engine.test_reload import Fragile, SlowNode
 from tests.flowkit import CollectNode, FlowHarness, test_registry, validate_doc
-from tests.nodes.test_mqtt_tls import make_ca_and_server_cert
 from tests.services.mosquitto import Mosquitto
+from tests.services.tls import make_ca_and_server_cert
 
 
 class FileReaderConfig(NodeConfig):
@@ -357,20 +356,6 @@ def test_files_a_connection_names_are_referenced_by_the_connection(tmp_path: Pat
     assert refs.paths == {ca}
 
 
-@pytest.fixture
-def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    certs = tmp_path / "broker"
-    certs.mkdir()
-    ca, cert, key = make_ca_and_server_cert(certs)
-    broker = Mosquitto(tls=(ca, cert, key)).start()
-    try:
-        yield broker, ca
-    finally:
-        broker.cleanup()
-
-
 async def test_a_changed_tls_file_restarts_its_connection_live(
     tls_broker: tuple[Mosquitto, Path], tmp_path: Path
 ) -> None:
@@ -379,6 +364,9 @@ async def test_a_changed_tls_file_restarts_its_connection_live(
     trusted.mkdir()
     bundle = trusted / "ca-bundle.crt"
     bundle.write_text(ca.read_text())
+    user, password = TLS_BROKER_USER
+    secret = tmp_path / "mqtt-password"
+    secret.write_text(password)
     doc = {
         "id": "f",
         "connections": {
@@ -386,6 +374,8 @@ async def test_a_changed_tls_file_restarts_its_connection_live(
                 "type": "mqtt",
                 "url": broker.url,
                 "ca_file": str(bundle),
+                "username": user,
+                "password": f"${{file:{secret}}}",
                 "reconnect_min": 0.1,
                 "reconnect_max": 0.3,
             }
@@ -398,7 +388,9 @@ async def test_a_changed_tls_file_restarts_its_connection_live(
 
     async def publish(n: int) -> None:
         ctx = ssl.create_default_context(cafile=str(ca))
-        async with aiomqtt.Client("127.0.0.1", broker.port, tls_context=ctx) as c:
+        async with aiomqtt.Client(
+            "127.0.0.1", broker.port, username=user, password=password, tls_context=ctx
+        ) as c:
             await c.publish("t/1", json.dumps({"n": n}), qos=1)
 
     async with supervised(tmp_path, json.dumps(doc)) as (sup, _path):

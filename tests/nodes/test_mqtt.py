@@ -29,12 +29,19 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 async def publish(
-    broker: Mosquitto, items: list[tuple[str, Any]], qos: int = 1, client_id: str | None = None
+    broker: Mosquitto,
+    items: list[tuple[str, Any]],
+    qos: int = 1,
+    client_id: str | None = None,
+    gap: float = 0.0,
 ) -> None:
+    """Publish ``items`` in order over one connection, ``gap`` seconds after each."""
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier=client_id) as c:
         for topic, payload in items:
             data = payload if isinstance(payload, bytes | str) else json.dumps(payload)
             await c.publish(topic, data, qos=qos)
+            if gap:
+                await asyncio.sleep(gap)
 
 
 def flow(
@@ -342,23 +349,17 @@ async def test_mqtt_out_publishes_with_template_and_queues_while_broker_down(
         listener.cancel()
 
 
-def _conn(h: FlowHarness) -> Any:
-    return h.engine.connections["broker"]
-
-
 async def test_messages_trickling_in_are_read_together_after_the_first(mosquitto: Mosquitto) -> None:
     """batch_linger: the first message after a quiet moment at once, the next ones read together."""
     doc = flow(mosquitto)
     doc["connections"]["broker"]["batch_linger"] = 0.5
     async with run_flow(doc) as h:
         await connected(h)
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
-            await c.publish("sensors/a", b'{"n": 0}', qos=1)
-            t_first = time.time()
-            await wait_for(lambda: len(h.received("out")) == 1)
-            for i in range(1, 11):  # ~150 ms of trickle, well inside the linger
-                await c.publish("sensors/a", json.dumps({"n": i}), qos=1)
-                await asyncio.sleep(0.015)
+        await publish(mosquitto, [("sensors/a", {"n": 0})])
+        t_first = time.time()
+        await wait_for(lambda: len(h.received("out")) == 1)
+        # ~150 ms of trickle, well inside the linger
+        await publish(mosquitto, [("sensors/a", {"n": i}) for i in range(1, 11)], gap=0.015)
         await wait_for(lambda: len(h.received("out")) == 11)
         got = h.received("out")
         assert [m.payload["n"] for m in got] == list(range(11))
@@ -373,10 +374,7 @@ async def test_without_linger_each_message_is_read_as_it_comes(mosquitto: Mosqui
     doc["connections"]["broker"]["batch_linger"] = 0
     async with run_flow(doc) as h:
         await connected(h)
-        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
-            for i in range(10):
-                await c.publish("sensors/a", json.dumps({"n": i}), qos=1)
-                await asyncio.sleep(0.02)
+        await publish(mosquitto, [("sensors/a", {"n": i}) for i in range(10)], gap=0.02)
         await wait_for(lambda: len(h.received("out")) == 10)
         times = [m.entered_at for m in h.received("out")]
         assert max(times) - min(times) > 0.1
@@ -391,7 +389,7 @@ async def test_a_stalled_flow_stops_reads_from_the_broker_then_gets_everything(m
     async with run_flow(doc) as h:
         await connected(h)
         await publish(mosquitto, [("sensors/a", body + str(i).encode()) for i in range(200)])
-        conn = _conn(h)
+        conn: Any = h.engine.connections["broker"]
         await wait_for(lambda: conn.reader is not None and conn.reader.paused)
         await asyncio.sleep(0.3)  # a reader that did not stop would take the rest meanwhile
         assert conn.client._queue.qsize() <= 10 + 15

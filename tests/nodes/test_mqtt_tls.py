@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import ssl
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -16,75 +13,9 @@ import pytest
 from tests.flowkit import run_flow
 from tests.nodes.test_mqtt import wait_for
 from tests.services.mosquitto import Mosquitto
+from tests.services.tls import HAVE_OPENSSL, make_ca_and_server_cert
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_ca_and_server_cert(d: Path, name: str = "ca") -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1 signed by it."""
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        f"/CN={name}",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.crt",
-        cwd=d,
-    )
-    _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        f"{name}-server.key",
-        "-out",
-        f"{name}-server.csr",
-        cwd=d,
-    )
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        f"{name}-server.csr",
-        "-CA",
-        f"{name}.crt",
-        "-CAkey",
-        f"{name}.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        f"{name}-server.crt",
-        cwd=d,
-    )
-    return d / f"{name}.crt", d / f"{name}-server.crt", d / f"{name}-server.key"
-
-
-@pytest.fixture
-def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
-    ca, cert, key = make_ca_and_server_cert(tmp_path)
-    broker = Mosquitto(tls=(ca, cert, key), users={"sensor-reader": "s3cret pass"}).start()
-    try:
-        yield broker, ca
-    finally:
-        broker.cleanup()
+pytestmark = pytest.mark.skipif(not HAVE_OPENSSL, reason="openssl is not installed")
 
 
 def tls_flow(broker: Mosquitto, **conn: object) -> dict[str, object]:
